@@ -1,0 +1,92 @@
+"""The `hml-finetune` command: the HMC benchmark protocol, image fine-tuning, evaluation, comparison."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ssl_benthic.cli import run_handler
+
+
+def _add_hmc(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("hmc", help="train and score on an HMC ARFF dataset (C-HMCNN protocol)")
+    p.add_argument(
+        "--data-dir", default=None, help="folder of the ARFF files (default ../shared/datasets/hmc)"
+    )
+    p.add_argument("--dataset", required=True, help="e.g. cellcycle_FUN, Diatoms, Enron, ImCLEF07A")
+    p.add_argument(
+        "--loss", default="mcloss", choices=["mcloss", "weighted", "focal", "weighted_focal"]
+    )
+    p.add_argument(
+        "--measure",
+        default="gmu",
+        choices=[
+            "predictive",
+            "aleatoric",
+            "mutual_information",
+            "epistemic_js",
+            "epistemic_kl",
+            "bma_margin",
+            "gmu",
+        ],
+    )
+    p.add_argument("--heads", type=int, default=1, help="ensemble heads sharing the input")
+    p.add_argument("--weights", default="class-wise", choices=["class-wise", "binary"])
+    p.add_argument(
+        "--placement", default="reference", choices=["positive", "negative", "reference"]
+    )
+    p.add_argument(
+        "--counting",
+        default=None,
+        choices=["own", "descendants"],
+        help="node counts: each sample once per node (own) or summed over descendants",
+    )
+    p.add_argument("--omega", type=float, default=0.25, help="floor of the rescaled node weights")
+    p.add_argument("--threshold", default="0.5", help="a number, 'global' or 'per-node'")
+    p.add_argument("--seeds", default="0", help="e.g. 0-4 or 0,3,7")
+    p.add_argument("--epochs", type=int, default=None, help="override the protocol's epoch count")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--out", default="runs/hmc", help="folder for the CSV and the markdown summary")
+    p.set_defaults(handler="hml_finetune.hmc:cli_hmc")
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="fine-tune or linear-probe HML heads on labelled image shards")
+    p.add_argument("--config", required=True, help="YAML recipe under configs/finetune/")
+    p.add_argument("--resume", default=None, help="'last' or a checkpoint path to carry on from")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides of the recipe")
+    p.set_defaults(handler="hml_finetune.train:cli_train")
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="score a fine-tuned checkpoint on labelled shards")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--shards", required=True, help="labelled shard folder")
+    p.add_argument("--out", default=None, help="where to write metrics JSON and markdown")
+    p.set_defaults(handler="hml_finetune.train:cli_evaluate")
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare", help="grid of starting points x modes x losses x seeds, with a report"
+    )
+    p.add_argument("--config", required=True, help="e.g. configs/finetune/compare_sample.yaml")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    p.set_defaults(handler="hml_finetune.compare:cli_compare")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hml-finetune", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_hmc, _add_train, _add_evaluate, _add_compare):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_handler(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
