@@ -69,7 +69,8 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
             if len(args) != len(value):
                 raise ConfigError(f"{source}: '{key}' must have {len(args)} items, got {value!r}")
             return tuple(
-                _convert(v, a, f"{key}[{i}]", source) for i, (v, a) in enumerate(zip(value, args))
+                _convert(v, a, f"{key}[{i}]", source)
+                for i, (v, a) in enumerate(zip(value, args, strict=True))
             )
         item = args[0] if args else Any
         items = [_convert(v, item, f"{key}[{i}]", source) for i, v in enumerate(value)]
