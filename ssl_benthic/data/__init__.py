@@ -1,0 +1,1 @@
+"""Data: webdataset shards (writing, verifying, reading) and the synthetic sample."""
