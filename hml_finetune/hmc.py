@@ -1,0 +1,367 @@
+"""The HMC benchmark protocol (C-HMCNN): a 3-layer MLP per dataset, MCLoss variants, seeds, scores.
+
+Protocol (DESIGN "Benchmark numbers to match"): ReLU MLP with two hidden layers of the dataset's
+size, dropout 0.7, Adam (lr 1e-4 on FUN, 1e-5 on the others), weight decay 1e-5, batch size 4, a
+fixed epoch count; mean-impute and standard-scale fitted on train+valid. With a fixed threshold
+the model trains on train+valid merged (as published); with a tuned threshold it trains on train
+only and tunes on valid (datasets without a valid file hold out 20% of train, seeded).
+
+The loop is plain PyTorch: hundreds of small runs at batch size 4 are dominated by per-step
+overhead, which a Trainer would add to.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from hml_finetune.data.arff import ArffData, fit_preprocess, read_arff
+from hml_finetune.heads import EnsembleHeads
+from hml_finetune.hierarchy import Hierarchy
+from hml_finetune.losses import MCLoss, NodeWeighting
+from hml_finetune.metrics import eval_columns, evaluate
+from hml_finetune.thresholds import tune_global_threshold, tune_per_node_thresholds
+
+# dataset -> (hidden size, epochs, learning rate), from the published C-HMCNN hyper-parameters
+PROTOCOL: dict[str, tuple[int, int, float]] = {
+    "cellcycle_FUN": (500, 106, 1e-4),
+    "derisi_FUN": (500, 67, 1e-4),
+    "eisen_FUN": (500, 110, 1e-4),
+    "gasch1_FUN": (1000, 42, 1e-4),
+    "gasch2_FUN": (500, 123, 1e-4),
+    "seq_FUN": (2000, 13, 1e-4),
+    "spo_FUN": (250, 115, 1e-4),
+    "Diatoms": (2000, 474, 1e-5),
+    "Enron": (1000, 133, 1e-5),
+    "ImCLEF07A": (1000, 592, 1e-5),
+    "ImCLEF07D": (1000, 588, 1e-5),
+}
+# published C-HMCNN AU(PRC), mean of 10 seeds
+PUBLISHED_AUPRC = {
+    "cellcycle_FUN": 0.255,
+    "derisi_FUN": 0.195,
+    "eisen_FUN": 0.306,
+    "gasch1_FUN": 0.286,
+    "gasch2_FUN": 0.258,
+    "seq_FUN": 0.292,
+    "spo_FUN": 0.215,
+    "Diatoms": 0.758,
+    "Enron": 0.756,
+    "ImCLEF07A": 0.956,
+    "ImCLEF07D": 0.927,
+}
+FUN_DATASETS = [name for name in PROTOCOL if name.endswith("_FUN")]
+# GO namespace nodes under 'root' are not evaluated (C-HMCNN's `to_skip`)
+GO_NAMESPACES = ("GO0003674", "GO0005575", "GO0008150")
+# file names of the datasets without the `NAME.{train,valid,test}.arff` layout
+OTHER_FILES = {
+    "Diatoms": ("Diatoms_train.arff", None, "Diatoms_test.arff"),
+    "Enron": ("Enron_corr_trainvalid.arff", None, "Enron_corr_test.arff"),
+    "ImCLEF07A": ("ImCLEF07A_Train.arff", None, "ImCLEF07A_Test.arff"),
+    "ImCLEF07D": ("ImCLEF07D_Train.arff", None, "ImCLEF07D_Test.arff"),
+}
+
+
+@dataclass
+class HMCSettings:
+    """One benchmark configuration: the loss, its weighting and the threshold rule."""
+
+    loss: str = "mcloss"  # mcloss | weighted | focal | weighted_focal
+    measure: str = "gmu"
+    heads: int = 1
+    weights: str = "class-wise"
+    placement: str = "reference"
+    counting: str | None = None
+    omega: float = 0.25
+    phi: float = 0.25
+    k: float = 2.0
+    threshold: str = "0.5"  # a number, 'global' or 'per-node'
+    epochs: int | None = None
+
+    @property
+    def tuned(self) -> bool:
+        return self.threshold in ("global", "per-node")
+
+    def validate(self) -> None:
+        if self.loss not in ("mcloss", "weighted", "focal", "weighted_focal"):
+            raise ValueError(f"unknown loss {self.loss!r}")
+        if not self.tuned:
+            t = float(self.threshold)
+            if not 0.0 < t < 1.0:
+                raise ValueError(f"threshold must be in (0, 1), 'global' or 'per-node': {t}")
+
+
+@dataclass
+class HMCSplits:
+    """Preprocessed features and targets: `fit` trains, `valid` tunes thresholds, `test` scores."""
+
+    hierarchy: Hierarchy
+    x_fit: torch.Tensor
+    y_fit: torch.Tensor
+    x_valid: torch.Tensor | None
+    y_valid: torch.Tensor | None
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    exclude: tuple[str, ...]
+
+
+def default_data_dir() -> Path | None:
+    """`../shared/datasets/hmc` relative to the working directory, if it exists."""
+    path = Path("..") / "shared" / "datasets" / "hmc"
+    return path if path.is_dir() else None
+
+
+def dataset_files(data_dir: str | Path, name: str) -> tuple[Path, Path | None, Path]:
+    """(train, valid or None, test) ARFF paths of a dataset; a missing file is a clear error."""
+    data_dir = Path(data_dir)
+    if name in OTHER_FILES:
+        train, valid, test = OTHER_FILES[name]
+        files = (data_dir / train, None, data_dir / test)
+    else:
+        files = tuple(data_dir / f"{name}.{part}.arff" for part in ("train", "valid", "test"))
+    for f in files:
+        if f is not None and not f.is_file():
+            known = ", ".join(PROTOCOL)
+            raise FileNotFoundError(f"{f} not found (dataset {name!r}; known datasets: {known})")
+    return files  # type: ignore[return-value]
+
+
+def _targets(data: ArffData, hierarchy: Hierarchy) -> torch.Tensor:
+    y, _ = hierarchy.encode_many(data.labels, below_label="negative")
+    return y
+
+
+def _holdout(n: int, seed: int, fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    perm = np.random.default_rng(seed).permutation(n)
+    cut = int(round(n * fraction))
+    return np.sort(perm[cut:]), np.sort(perm[:cut])
+
+
+def load_splits(data_dir: str | Path, name: str, merge_valid: bool, seed: int = 0) -> HMCSplits:
+    """Read, preprocess (fitted on train+valid) and split a dataset for one protocol."""
+    f_train, f_valid, f_test = dataset_files(data_dir, name)
+    train, test = read_arff(f_train), read_arff(f_test)
+    hierarchy = train.hierarchy
+    x_tr, y_tr = train.X, _targets(train, hierarchy)
+    if f_valid is not None:
+        valid = read_arff(f_valid)
+        x_va, y_va = valid.X, _targets(valid, hierarchy)
+    else:  # hold out part of train to tune on; merged back when not tuning
+        keep, hold = _holdout(len(x_tr), seed)
+        x_tr, x_va, y_tr, y_va = x_tr[keep], x_tr[hold], y_tr[keep], y_tr[hold]
+    prep = fit_preprocess(np.concatenate([x_tr, x_va]))
+    x_tr, x_va, x_te = (torch.from_numpy(prep.transform(x)) for x in (x_tr, x_va, test.X))
+    y_te = _targets(test, hierarchy)
+    exclude = tuple(n for n in GO_NAMESPACES if n in hierarchy.index)
+    if merge_valid:
+        return HMCSplits(
+            hierarchy,
+            torch.cat([x_tr, x_va]),
+            torch.cat([y_tr, y_va]),
+            None,
+            None,
+            x_te,
+            y_te,
+            exclude,
+        )
+    return HMCSplits(hierarchy, x_tr, y_tr, x_va, y_va, x_te, y_te, exclude)
+
+
+def train_mask(splits: HMCSplits, n: int) -> torch.Tensor:
+    """Loss mask: every entry known except roots and excluded nodes (never evaluated, never trained)."""
+    mask = torch.zeros(n, len(splits.hierarchy))
+    mask[:, eval_columns(splits.hierarchy, splits.exclude)] = 1.0
+    return mask
+
+
+def build_loss(settings: HMCSettings, splits: HMCSplits) -> MCLoss:
+    """MCLoss with node weights fitted on the training targets and/or a focal uncertainty weight."""
+    pos_w = neg_w = None
+    if settings.loss in ("weighted", "weighted_focal"):
+        weighting = NodeWeighting(
+            settings.weights, settings.placement, settings.omega, settings.counting
+        )
+        mask = train_mask(splits, len(splits.y_fit))
+        pos_w, neg_w = weighting.fit(splits.y_fit, mask, splits.hierarchy)
+    measure = settings.measure if settings.loss in ("focal", "weighted_focal") else None
+    return MCLoss(splits.hierarchy, pos_w, neg_w, measure, settings.phi, settings.k)
+
+
+def _fused() -> dict:
+    """Fused Adam halves the optimiser's share of a batch-4 step; older torch lacks it on CPU."""
+    try:
+        torch.optim.Adam([torch.zeros(1, requires_grad=True)], fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return {}
+    return {"fused": True}
+
+
+def train_model(
+    splits: HMCSplits, settings: HMCSettings, dataset: str, seed: int, progress: bool = True
+) -> EnsembleHeads:
+    """Train the protocol's MLP (ensemble of `heads`) with Adam at batch size 4."""
+    hidden, epochs, lr = PROTOCOL.get(dataset, (500, 100, 1e-4))
+    epochs = settings.epochs or epochs
+    torch.manual_seed(seed)
+    model = EnsembleHeads(
+        splits.x_fit.shape[1], splits.hierarchy, settings.heads, (hidden, hidden), dropout=0.7
+    )
+    loss_fn = build_loss(settings, splits)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-5, **_fused())
+    mask_row = train_mask(splits, 1)
+    gen = torch.Generator().manual_seed(seed)
+    n = len(splits.x_fit)
+    bar = tqdm(range(epochs), desc=f"{dataset} seed {seed}", disable=not progress, leave=False)
+    model.train()
+    for _ in bar:
+        order = torch.randperm(n, generator=gen)
+        total = 0.0
+        for start in range(0, n, 4):
+            idx = order[start : start + 4]
+            y = splits.y_fit[idx]
+            loss = loss_fn(model(splits.x_fit[idx]), y, mask_row.expand_as(y))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss) * len(idx)
+        bar.set_postfix(loss=f"{total / n:.4f}")
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def predict(model: EnsembleHeads, x: torch.Tensor, batch: int = 4096) -> torch.Tensor:
+    """Constrained ensemble probabilities (B, K)."""
+    return torch.cat([model.predict(x[i : i + batch]) for i in range(0, len(x), batch)])
+
+
+def choose_threshold(
+    settings: HMCSettings, splits: HMCSplits, model: EnsembleHeads
+) -> float | torch.Tensor:
+    """The fixed threshold, or one tuned on the validation split (global or per node)."""
+    if not settings.tuned:
+        return float(settings.threshold)
+    assert splits.x_valid is not None and splits.y_valid is not None
+    probs = predict(model, splits.x_valid)
+    mask = train_mask(splits, len(probs))
+    cols = eval_columns(splits.hierarchy, splits.exclude)
+    if settings.threshold == "global":
+        return tune_global_threshold(probs, splits.y_valid, mask, columns=cols)
+    return tune_per_node_thresholds(probs, splits.y_valid, mask, columns=cols)
+
+
+def run_seed(
+    data_dir: str | Path, dataset: str, settings: HMCSettings, seed: int, progress: bool = True
+) -> dict:
+    """Train one seed and score it on the test split: one flat result row."""
+    start = time.perf_counter()
+    splits = load_splits(data_dir, dataset, merge_valid=not settings.tuned, seed=seed)
+    model = train_model(splits, settings, dataset, seed, progress)
+    threshold = choose_threshold(settings, splits, model)
+    probs = predict(model, splits.x_test)
+    mask = train_mask(splits, len(probs))
+    scores = evaluate(probs, splits.y_test, mask, splits.hierarchy, threshold, splits.exclude)
+    per_depth = scores.pop("per_depth")
+    row = {"dataset": dataset, "seed": seed, **asdict(settings)}
+    row["protocol"] = "train->valid tune" if settings.tuned else "train+valid"
+    row["threshold_value"] = (
+        float(threshold) if not torch.is_tensor(threshold) else float(threshold.float().mean())
+    )
+    row.update({k: v for k, v in scores.items() if not isinstance(v, dict)})
+    for depth, vals in per_depth.items():
+        row[f"recall_d{depth}"] = vals["recall_micro"]
+        row[f"f1_d{depth}"] = vals["f1_micro"]
+    row["published_au_prc"] = PUBLISHED_AUPRC.get(dataset, math.nan)
+    row["seconds"] = round(time.perf_counter() - start, 1)
+    return row
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-4' -> [0, 1, 2, 3, 4]; '0,3,7' -> [0, 3, 7]."""
+    seeds: list[int] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if "-" in part:
+            lo, hi = part.split("-", 1)
+            seeds += list(range(int(lo), int(hi) + 1))
+        elif part:
+            seeds.append(int(part))
+    if not seeds:
+        raise ValueError(f"no seeds in {text!r}")
+    return seeds
+
+
+def write_rows(rows: list[dict], path: Path) -> None:
+    """Append-friendly CSV: the union of the rows' keys as columns."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def summary_markdown(rows: list[dict]) -> str:
+    """Mean +- std over seeds of the headline scores, one line per dataset."""
+    keys = ["au_prc", "macro_precision", "macro_recall", "macro_f1", "micro_f1"]
+    lines = [
+        "| dataset | seeds | AU(PRC) | published | macro P | macro R | macro F1 | micro F1 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        sub = [r for r in rows if r["dataset"] == dataset]
+        cells = []
+        for key in keys:
+            vals = np.array([r[key] for r in sub], dtype=float)
+            cells.append(f"{vals.mean():.3f} ± {vals.std():.3f}")
+        pub = PUBLISHED_AUPRC.get(dataset, math.nan)
+        lines.append(
+            f"| {dataset} | {len(sub)} | {cells[0]} | {pub:.3f} | " + " | ".join(cells[1:]) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def cli_hmc(args) -> int:
+    """`hml-finetune hmc`: train and score one dataset over several seeds."""
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    if data_dir is None:
+        raise SystemExit("error: --data-dir not given and ../shared/datasets/hmc does not exist")
+    settings = HMCSettings(
+        loss=args.loss,
+        measure=args.measure,
+        heads=args.heads,
+        weights=args.weights,
+        placement=args.placement,
+        counting=args.counting,
+        omega=args.omega,
+        threshold=args.threshold,
+        epochs=args.epochs,
+    )
+    try:
+        settings.validate()
+        dataset_files(data_dir, args.dataset)
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    rows = []
+    out = Path(args.out)
+    tag = f"{args.dataset}_{settings.loss}_{settings.threshold}"
+    for seed in tqdm(parse_seeds(args.seeds), desc="seeds"):
+        rows.append(run_seed(data_dir, args.dataset, settings, seed))
+        write_rows(rows, out / f"{tag}.csv")
+        print(
+            f"{args.dataset} seed {seed}: AU(PRC) {rows[-1]['au_prc']:.4f}  "
+            f"macro R {rows[-1]['macro_recall']:.4f}  macro F1 {rows[-1]['macro_f1']:.4f}"
+        )
+    (out / f"{tag}.md").write_text(summary_markdown(rows))
+    print(f"wrote {out / f'{tag}.csv'} and {out / f'{tag}.md'}")
+    return 0
