@@ -1,0 +1,55 @@
+"""`manifest.json` of a shard folder: loading, checking, and finding shard folders under a path."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 1
+_SHARD_FILE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*\.tar")
+
+
+def load_manifest(path: str | Path) -> dict:
+    """Load and check a shard `manifest.json` (given as the file or its folder); shard file
+    names must be plain '*.tar' names, so shard paths never leave the folder."""
+    path = Path(path)
+    file = path / MANIFEST if path.is_dir() else path
+    try:
+        manifest = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{file}: not valid JSON: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise ValueError(f"{file}: not a format-{MANIFEST_FORMAT} shard manifest")
+    shards = manifest.get("shards")
+    if not isinstance(shards, list) or not isinstance(manifest.get("num_samples"), int):
+        raise ValueError(f"{file}: needs a 'shards' list and an integer 'num_samples'")
+    for entry in shards:
+        name = entry.get("file") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not _SHARD_FILE.fullmatch(name):
+            raise ValueError(f"{file}: shard entry {entry!r} lacks a plain '*.tar' file name")
+        for key in ("num_samples", "bytes", "sha256"):
+            if key not in entry:
+                raise ValueError(f"{file}: shard {name} lacks {key!r}")
+    return manifest
+
+
+def is_index(folder: Path) -> bool:
+    """True for a manifest.json that only indexes sub-folders (a JSON object with no 'shards'
+    and no tar beside it, like the sample's top-level manifest)."""
+    try:
+        data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "shards" not in data and not any(folder.glob("*.tar"))
+
+
+def manifest_folders(path: str | Path) -> list[Path]:
+    """`path` itself if it holds a shard manifest.json, else every folder below it that does."""
+    path = Path(path)
+    if (path / MANIFEST).is_file() and not is_index(path):
+        return [path]
+    if not path.is_dir():
+        return []
+    return sorted(p.parent for p in path.rglob(MANIFEST) if not is_index(p.parent))
