@@ -111,6 +111,11 @@ class HMCSplits:
     y_test: torch.Tensor
     exclude: tuple[str, ...]
 
+    def to(self, device: torch.device | str) -> HMCSplits:
+        """The same splits with every tensor on `device`."""
+        moved = {k: v.to(device) if torch.is_tensor(v) else v for k, v in self.__dict__.items()}
+        return HMCSplits(**moved)
+
 
 def default_data_dir() -> Path | None:
     """`../shared/datasets/hmc` relative to the working directory, if it exists."""
@@ -213,16 +218,18 @@ def train_model(
     model = EnsembleHeads(
         splits.x_fit.shape[1], splits.hierarchy, settings.heads, (hidden, hidden), dropout=0.7
     )
-    loss_fn = build_loss(settings, splits)
+    device = splits.x_fit.device
+    model.to(device)
+    loss_fn = build_loss(settings, splits).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-5, **_fused())
-    mask_row = train_mask(splits, 1)
+    mask_row = train_mask(splits, 1).to(device)
     gen = torch.Generator().manual_seed(seed)
     n = len(splits.x_fit)
     bar = tqdm(range(epochs), desc=f"{dataset} seed {seed}", disable=not progress, leave=False)
     model.train()
     for _ in bar:
-        order = torch.randperm(n, generator=gen)
-        total = 0.0
+        order = torch.randperm(n, generator=gen).to(device)
+        total = torch.zeros((), device=device)
         for start in range(0, n, 4):
             idx = order[start : start + 4]
             y = splits.y_fit[idx]
@@ -230,8 +237,8 @@ def train_model(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
-        bar.set_postfix(loss=f"{total / n:.4f}")
+            total += loss.detach() * len(idx)
+        bar.set_postfix(loss=f"{float(total) / n:.4f}")
     model.eval()
     return model
 
@@ -249,31 +256,47 @@ def choose_threshold(
     if not settings.tuned:
         return float(settings.threshold)
     assert splits.x_valid is not None and splits.y_valid is not None
-    probs = predict(model, splits.x_valid)
+    probs = predict(model, splits.x_valid).cpu()
+    y_valid = splits.y_valid.cpu()
     mask = train_mask(splits, len(probs))
     cols = eval_columns(splits.hierarchy, splits.exclude)
     if settings.threshold == "global":
-        return tune_global_threshold(probs, splits.y_valid, mask, columns=cols)
-    return tune_per_node_thresholds(probs, splits.y_valid, mask, columns=cols)
+        return tune_global_threshold(probs, y_valid, mask, columns=cols)
+    return tune_per_node_thresholds(probs, y_valid, mask, columns=cols)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' picks CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def run_seed(
-    data_dir: str | Path, dataset: str, settings: HMCSettings, seed: int, progress: bool = True
+    data_dir: str | Path,
+    dataset: str,
+    settings: HMCSettings,
+    seed: int,
+    progress: bool = True,
+    device: str = "cpu",
 ) -> dict:
     """Train one seed and score it on the test split: one flat result row."""
     start = time.perf_counter()
     splits = load_splits(data_dir, dataset, merge_valid=not settings.tuned, seed=seed)
+    splits = splits.to(resolve_device(device))
     model = train_model(splits, settings, dataset, seed, progress)
     threshold = choose_threshold(settings, splits, model)
-    probs = predict(model, splits.x_test)
+    probs = predict(model, splits.x_test).cpu()
     mask = train_mask(splits, len(probs))
-    scores = evaluate(probs, splits.y_test, mask, splits.hierarchy, threshold, splits.exclude)
+    scores = evaluate(probs, splits.y_test.cpu(), mask, splits.hierarchy, threshold, splits.exclude)
     per_depth = scores.pop("per_depth")
     row = {"dataset": dataset, "seed": seed, **asdict(settings)}
     row["protocol"] = "train->valid tune" if settings.tuned else "train+valid"
-    row["threshold_value"] = (
-        float(threshold) if not torch.is_tensor(threshold) else float(threshold.float().mean())
-    )
+    if torch.is_tensor(threshold):  # per node: report the mean over the evaluated nodes
+        cols = eval_columns(splits.hierarchy, splits.exclude)
+        row["threshold_value"] = float(threshold[cols].float().mean())
+    else:
+        row["threshold_value"] = float(threshold)
     row.update({k: v for k, v in scores.items() if not isinstance(v, dict)})
     for depth, vals in per_depth.items():
         row[f"recall_d{depth}"] = vals["recall_micro"]
@@ -330,6 +353,23 @@ def summary_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_tag(dataset: str, settings: HMCSettings) -> str:
+    """Output file stem naming every setting that changes the run, so runs never overwrite each other.
+
+    Plain MCLoss keeps `{dataset}_mcloss_{threshold}`.
+    """
+    parts = [dataset, settings.loss]
+    if settings.loss in ("weighted", "weighted_focal"):
+        parts += [settings.weights, settings.placement]
+        parts += [settings.counting] if settings.counting else []
+        parts += [f"omega{settings.omega:g}"] if settings.omega != 0.25 else []
+    if settings.loss in ("focal", "weighted_focal"):
+        parts.append(settings.measure)
+    parts += [f"h{settings.heads}"] if settings.heads != 1 else []
+    parts += [f"e{settings.epochs}"] if settings.epochs else []
+    return "_".join([*parts, settings.threshold])
+
+
 def cli_hmc(args) -> int:
     """`hml-finetune hmc`: train and score one dataset over several seeds."""
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
@@ -351,12 +391,11 @@ def cli_hmc(args) -> int:
         dataset_files(data_dir, args.dataset)
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}") from exc
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     rows = []
     out = Path(args.out)
-    tag = f"{args.dataset}_{settings.loss}_{settings.threshold}"
+    tag = run_tag(args.dataset, settings)
     for seed in tqdm(parse_seeds(args.seeds), desc="seeds"):
-        rows.append(run_seed(data_dir, args.dataset, settings, seed))
+        rows.append(run_seed(data_dir, args.dataset, settings, seed, device=args.device))
         write_rows(rows, out / f"{tag}.csv")
         print(
             f"{args.dataset} seed {seed}: AU(PRC) {rows[-1]['au_prc']:.4f}  "
