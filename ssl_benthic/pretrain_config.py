@@ -1,0 +1,174 @@
+"""The pretraining recipe as dataclasses: method, backbone, data, views, optimiser, trainer, monitor.
+
+Loaded with `ssl_benthic.config.load_config(PretrainConfig, path, overrides)`; `validate()` runs on load so
+an unknown method, backbone or method parameter fails before any training starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+BENTHIC_MEAN = (0.363, 0.420, 0.344)
+BENTHIC_STD = (0.207, 0.210, 0.183)
+
+
+@dataclass
+class MethodConfig:
+    """Method name (see `ssl_benthic.methods.METHODS`) and its own parameters (its `Params` dataclass)."""
+
+    name: str = "byol"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BackboneConfig:
+    """A timm backbone; `weights` is random, imagenet or a path to a stage-1 export."""
+
+    name: str = "resnet50"
+    weights: str = "random"
+    weights_file: str | None = None
+    img_size: int | None = None
+    patch_size: int | None = None
+    drop_path_rate: float = 0.0
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    """Unlabelled shards; `batch_size` is per device; `epoch_samples` sets the epoch length (all ranks)."""
+
+    shards: str = "shards/sample/unlabelled"
+    batch_size: int = 256
+    num_workers: int = 8
+    shuffle_buffer: int = 1000
+    epoch_samples: int | None = None
+
+
+@dataclass
+class TransformConfig:
+    """View augmentations, passed to the method's lightly transform.
+
+    `global_crop_scale`/`local_crop_scale` are RandomResizedCrop scale ranges (None: the method's
+    default); `cj_strength` scales colour jitter; `extra` is passed as keyword arguments as is.
+    """
+
+    input_size: int = 224
+    global_crop_scale: tuple[float, float] | None = None
+    local_crop_size: int = 96
+    local_crop_scale: tuple[float, float] | None = None
+    n_local_views: int = 6
+    cj_prob: float = 0.8
+    cj_strength: float | None = None
+    hf_prob: float = 0.5
+    vf_prob: float = 0.0
+    rr_prob: float = 0.0
+    mean: tuple[float, float, float] = BENTHIC_MEAN
+    std: tuple[float, float, float] = BENTHIC_STD
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimizerConfig:
+    """Optimiser and schedule: lr = lr_base * global_batch / 256 when `scale_lr` (linear scaling rule).
+
+    Linear warm-up (warmup_steps, else warmup_epochs) then cosine decay to lr * min_lr_ratio; norms
+    and biases get no weight decay; `weight_decay_end` (DINO) decays weight decay on a cosine.
+    """
+
+    name: Literal["sgd", "lars", "adamw"] = "lars"
+    lr: float = 0.45
+    scale_lr: bool = True
+    weight_decay: float = 1e-6
+    weight_decay_end: float | None = None
+    momentum: float = 0.9
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_epochs: float = 10.0
+    warmup_steps: int | None = None
+    min_lr_ratio: float = 0.001
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning Trainer options; checkpoints every N steps and at the end, keeping the last K."""
+
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    max_epochs: int = 100
+    max_steps: int = -1
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: float | None = None
+    log_every_n_steps: int = 50
+    checkpoint_every_n_steps: int = 1000
+    keep_last_k: int = 3
+    sync_batchnorm: bool = True
+    seed: int = 0
+    deterministic: bool = False
+
+
+@dataclass
+class KnnMonitorConfig:
+    """Online kNN (cosine, k neighbours, weights exp(sim / temperature)) at one head and depth.
+
+    Queries come from `shards`, the feature bank from `bank_shards` (labelled train shards).
+    """
+
+    shards: str = "shards/sample/val"
+    bank_shards: str = "shards/sample/train"
+    head: str = "substrate"
+    depth: int = 2
+    every_n_epochs: int = 1
+    k: int = 20
+    temperature: float = 0.1
+    batch_size: int = 64
+    max_samples: int | None = None
+
+
+@dataclass
+class MonitorConfig:
+    knn: KnnMonitorConfig | None = None
+
+
+@dataclass
+class LoggerConfig:
+    csv: bool = True
+    tensorboard: bool = True
+
+
+@dataclass
+class PretrainConfig:
+    method: MethodConfig = field(default_factory=MethodConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    transform: TransformConfig = field(default_factory=TransformConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    output_dir: str = "runs/pretrain/default"
+
+    def validate(self) -> None:
+        """Fail early on unknown method/backbone names, bad method params and impossible values."""
+        from ssl_benthic.backbones import BackboneError, check_model_name
+        from ssl_benthic.methods import get_method
+
+        method = get_method(self.method.name)
+        method.parse_params(self.method.params)
+        try:
+            check_model_name(self.backbone.name)
+        except BackboneError as exc:
+            raise ValueError(f"backbone.name: {exc}") from exc
+        if self.data.batch_size < 1:
+            raise ValueError(f"data.batch_size must be >= 1, got {self.data.batch_size}")
+        if self.trainer.max_steps < 0 and self.trainer.max_epochs < 1:
+            raise ValueError("set trainer.max_steps or trainer.max_epochs")
+        if self.method.name == "dino" and "spawn" in self.trainer.strategy:
+            raise ValueError(
+                "trainer.strategy: DINO's weight-normalised head cannot be pickled for "
+                f"'{self.trainer.strategy}'; use strategy: ddp"
+            )
+        if self.trainer.keep_last_k < 1:
+            raise ValueError("trainer.keep_last_k must be >= 1")

@@ -1,0 +1,237 @@
+"""`ssl-benthic pretrain`: build the method, the shard loader and a Lightning Trainer, then fit.
+
+One code path for CPU, one GPU, many GPUs and many nodes (Lightning DDP / SLURM). Checkpoints go to
+`output_dir/checkpoints/` (every N steps and at the end, the last K kept, plus `last.ckpt`); the resolved
+recipe to `output_dir/config.yaml`; CSV logs to `output_dir/logs/`, TensorBoard to `output_dir/tensorboard/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_only
+
+from ssl_benthic.config import ConfigError, load_config, save_config
+from ssl_benthic.data.reader import ShardLoader, make_loader
+from ssl_benthic.methods import get_method
+from ssl_benthic.methods.base import SSLMethod, eval_transform
+from ssl_benthic.pretrain_config import PretrainConfig
+
+__all__ = ["pretrain", "cli_pretrain", "build_trainer", "ShardDataModule", "resolve_resume"]
+
+
+def reseed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class SeededEpochs:
+    """The shard loader, with every epoch a function of (seed, epoch, rank) only, and resumable.
+
+    Each iteration sets the loader's epoch (its shard and sample permutation) and reseeds the
+    augmentation RNGs when the epoch's first batch is drawn. Lightning stores `state_dict()` (epoch and
+    batches drawn) in checkpoints; after `load_state_dict` the next iteration redraws and drops the
+    batches already trained on, so a resumed run sees exactly the data and augmentations of an
+    uninterrupted one (the price: re-reading that part of the epoch once).
+    """
+
+    def __init__(self, loader: ShardLoader, seed: int, rank: int) -> None:
+        self.loader, self.seed, self.rank = loader, seed, rank
+        self.epoch, self.current, self.drawn, self.skip = 0, 0, 0, 0
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.current, "drawn": self.drawn}
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start the next iteration at `epoch` (for users that track epochs themselves)."""
+        self.epoch, self.skip = epoch, 0
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue the epoch of `state` after its drawn batches, or start the next (idempotent)."""
+        finished = state["drawn"] >= len(self)
+        self.epoch = state["epoch"] + 1 if finished else state["epoch"]
+        self.skip = 0 if finished else state["drawn"]
+
+    def __iter__(self) -> Iterator[Any]:
+        # Lightning stops after len(self) batches without exhausting us: book-keep before yielding
+        epoch, skip = self.epoch, self.skip
+        self.epoch, self.current, self.drawn, self.skip = epoch + 1, epoch, 0, 0
+        self.loader.set_epoch(epoch)
+        reseed((self.seed * 100_003 + epoch * 1_009 + self.rank) % 2**31)
+        for i, batch in enumerate(self.loader):
+            self.drawn = i + 1
+            if i >= skip:
+                yield batch
+
+
+class ShardDataModule(pl.LightningDataModule):
+    """The unlabelled shard loader, built once the trainer knows this process's rank.
+
+    Its state (the loader's epoch and batches drawn) is saved in checkpoints and restored before the
+    loader is built (Lightning restores a datamodule's state early; a loader's own state too late
+    when `estimated_stepping_batches` has built the loader before the restore).
+    """
+
+    def __init__(self, cfg: PretrainConfig, transform: Any) -> None:
+        super().__init__()
+        self.cfg, self.transform = cfg, transform
+        self.loader: SeededEpochs | None = None
+        self.pending: dict[str, int] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"loader": self.loader.state_dict()} if self.loader is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.pending = state.get("loader")
+
+    def train_dataloader(self) -> SeededEpochs:
+        d, t = self.cfg.data, self.trainer
+        rank = t.global_rank if t is not None else 0
+        loader = make_loader(
+            d.shards,
+            batch_size=d.batch_size,
+            transform=self.transform,
+            num_workers=d.num_workers,
+            shuffle_buffer=d.shuffle_buffer,
+            seed=self.cfg.trainer.seed,
+            epoch_samples=d.epoch_samples,
+            rank=rank,
+            world_size=t.world_size if t is not None else 1,
+            persistent_workers=False,
+        )
+        self.loader = SeededEpochs(loader, self.cfg.trainer.seed, rank)
+        if self.pending is not None:
+            self.loader.load_state_dict(self.pending)
+        return self.loader
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint every N steps keeping the last K by step, plus one when training ends."""
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._last_global_step_saved != trainer.global_step and trainer.global_step > 0:
+            candidates = self._monitor_candidates(trainer)
+            self._save_topk_checkpoint(trainer, candidates)
+            self._save_last_checkpoint(trainer, candidates)
+        super().on_train_end(trainer, pl_module)
+
+
+def build_callbacks(cfg: PretrainConfig, method_cls: type[SSLMethod]) -> list[pl.Callback]:
+    t = cfg.trainer
+    callbacks: list[pl.Callback] = [
+        StepCheckpoint(
+            dirpath=Path(cfg.output_dir) / "checkpoints",
+            filename="step-{step:08d}",
+            every_n_train_steps=t.checkpoint_every_n_steps,
+            save_top_k=t.keep_last_k,
+            monitor="step",
+            mode="max",
+            save_last=True,
+            auto_insert_metric_name=False,
+        ),
+        LearningRateMonitor(logging_interval="step"),
+    ]
+    if cfg.monitor.knn is not None:
+        from ssl_benthic.knn_monitor import KNNMonitor
+
+        callbacks.append(KNNMonitor(cfg.monitor.knn, eval_transform(cfg.transform)))
+    return callbacks
+
+
+def _on_gpu(accelerator: str) -> bool:
+    """SyncBatchNorm needs GPU modules under DDP (torch refuses it on CPU)."""
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def build_trainer(
+    cfg: PretrainConfig, method_cls: type[SSLMethod], extra_callbacks: Sequence[pl.Callback] = ()
+) -> pl.Trainer:
+    """The Lightning Trainer of a recipe: loggers, checkpoints, DDP/SLURM options from `trainer.*`."""
+    t, out = cfg.trainer, Path(cfg.output_dir)
+    loggers: list[Any] = []
+    if cfg.logger.csv:
+        loggers.append(CSVLogger(out, name="logs"))
+    if cfg.logger.tensorboard:
+        loggers.append(TensorBoardLogger(out, name="tensorboard"))
+    return pl.Trainer(
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=t.precision,
+        max_epochs=t.max_epochs,
+        max_steps=t.max_steps,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        gradient_clip_val=t.gradient_clip_val,
+        log_every_n_steps=t.log_every_n_steps,
+        sync_batchnorm=t.sync_batchnorm and _on_gpu(t.accelerator),
+        deterministic=t.deterministic,
+        callbacks=build_callbacks(cfg, method_cls) + list(extra_callbacks),
+        logger=loggers or False,
+        default_root_dir=str(out),
+        use_distributed_sampler=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+    )
+
+
+def resolve_resume(cfg: PretrainConfig, resume: str | Path | None) -> str | None:
+    """'last' -> output_dir/checkpoints/last.ckpt; a path must exist."""
+    if resume is None:
+        return None
+    path = (
+        Path(cfg.output_dir) / "checkpoints" / "last.ckpt"
+        if str(resume) == "last"
+        else Path(resume)
+    )
+    if not path.is_file():
+        raise ConfigError(f"--resume {resume}: checkpoint not found at {path}")
+    return str(path)
+
+
+@rank_zero_only
+def _write_config(cfg: PretrainConfig) -> None:
+    save_config(cfg, Path(cfg.output_dir) / "config.yaml")
+
+
+def pretrain(
+    cfg: PretrainConfig,
+    resume: str | Path | None = None,
+    extra_callbacks: Sequence[pl.Callback] = (),
+) -> Path:
+    """Pretrain as the recipe says (resuming from 'last' or a checkpoint path); returns output_dir.
+
+    `extra_callbacks` are added to the Trainer's (for tests and benchmarks).
+    """
+    cfg.validate()
+    ckpt = resolve_resume(cfg, resume)
+    pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+    method_cls = get_method(cfg.method.name)
+    model = method_cls(cfg)
+    data = ShardDataModule(cfg, method_cls.build_transform(cfg.transform))
+    trainer = build_trainer(cfg, method_cls, extra_callbacks)
+    _write_config(cfg)
+    trainer.fit(model, datamodule=data, ckpt_path=ckpt, weights_only=True)
+    return Path(cfg.output_dir)
+
+
+def cli_pretrain(args: argparse.Namespace) -> int:
+    """`ssl-benthic pretrain --config F [--resume last|PATH] [key=value ...]`."""
+    cfg = load_config(PretrainConfig, args.config, args.overrides)
+    out = pretrain(cfg, resume=args.resume)
+    if rank_zero_only.rank == 0:
+        print(f"pretraining done: checkpoints in {out / 'checkpoints'}, logs in {out / 'logs'}")
+    return 0
