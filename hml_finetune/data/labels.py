@@ -1,0 +1,192 @@
+"""Shard labels -> per-head CATAMI hierarchies, targets and masks, and stratified training subsets.
+
+Hierarchy choice: one hierarchy per CATAMI head (biota, substrate, relief, bedforms), whose nodes are
+the CATAMI paths used by any labelled split given (train, val, test) plus all their ancestors. Not the
+whole scheme (311 paths): a node no split uses has nothing to learn or score and would only add zeros
+to the "all nodes" macro scores. Only label paths are read (no images, no statistics), so taking
+val/test paths into the node list leaks nothing the model fits; a test split with a path outside the
+hierarchy fails naming the path and the sample.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hml_finetune.hierarchy import Hierarchy
+from ssl_benthic.catami import HEADS, SEP, catami_nodes, depth_of, head_of
+from ssl_benthic.data.reader import iter_samples
+
+__all__ = [
+    "LabelledSplit",
+    "read_split",
+    "check_labels",
+    "build_hierarchies",
+    "encode_split",
+    "hierarchy_to_dict",
+    "hierarchy_from_dict",
+    "strata",
+    "stratified_subset",
+]
+
+
+@dataclass
+class LabelledSplit:
+    """Sample keys and their `labels` dicts (head -> list of CATAMI paths), in shard order."""
+
+    keys: list[str]
+    labels: list[dict[str, list[str]]]
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def subset(self, index: Sequence[int]) -> LabelledSplit:
+        return LabelledSplit(
+            [self.keys[i] for i in index], [self.labels[i] for i in index], self.source
+        )
+
+
+def read_split(shards: str | Path) -> LabelledSplit:
+    """Keys and labels of every sample of a labelled shard folder (images are not decoded).
+
+    Only `labels` is read; `true_labels` (the sample generator's ground truth) never is.
+    """
+    keys, labels = [], []
+    for key, _, meta in iter_samples(shards, decode=False):
+        raw = meta.get("labels") or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"{shards}: sample {key!r} has 'labels' that is not a mapping")
+        keys.append(key)
+        labels.append({str(h): list(v or []) for h, v in raw.items()})
+    return LabelledSplit(keys, labels, str(shards))
+
+
+def check_labels(split: LabelledSplit) -> None:
+    """Every path is a CATAMI node and sits under the head it is filed under; errors name the sample."""
+    valid = catami_nodes()
+    for key, labels in zip(split.keys, split.labels, strict=True):
+        for head, paths in labels.items():
+            for path in paths:
+                if path not in valid:
+                    near = difflib.get_close_matches(path, sorted(valid), n=1, cutoff=0.8)
+                    hint = f" (did you mean {near[0]!r}?)" if near else ""
+                    raise ValueError(
+                        f"{split.source}: sample {key!r}: label path {path!r} (head {head!r}) "
+                        f"is not in the CATAMI scheme{hint}"
+                    )
+                if head_of(path) != head:
+                    raise ValueError(
+                        f"{split.source}: sample {key!r}: label path {path!r} is filed under "
+                        f"head {head!r} but belongs to {head_of(path)!r}"
+                    )
+
+
+def build_hierarchies(
+    splits: Iterable[LabelledSplit], heads: Sequence[str] | None = None
+) -> dict[str, Hierarchy]:
+    """One hierarchy per head in `heads` (None: every head with a label in any split), CATAMI order
+    of heads; nodes = the used paths and their ancestors, sorted (a prefix sorts before its children)."""
+    used: dict[str, set[str]] = defaultdict(set)
+    for split in splits:
+        check_labels(split)
+        for labels in split.labels:
+            for head, paths in labels.items():
+                used[head].update(paths)
+    wanted = [h for h in HEADS if used.get(h)] if heads is None else list(heads)
+    out = {}
+    for head in wanted:
+        if not used.get(head):
+            raise ValueError(
+                f"head {head!r} has no labels in the data (heads with labels: "
+                f"{', '.join(h for h in HEADS if used.get(h)) or 'none'})"
+            )
+        out[head] = Hierarchy.from_paths(sorted(used[head]), sep=SEP)
+    return out
+
+
+def encode_split(
+    split: LabelledSplit, hierarchies: dict[str, Hierarchy]
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per head (targets, mask), each (N, K) float32; an absent or empty head gives an all-zero mask.
+
+    A path outside the head's hierarchy raises naming the path and the sample key.
+    """
+    out = {}
+    for head, hierarchy in hierarchies.items():
+        lists = [labels.get(head, []) for labels in split.labels]
+        try:
+            out[head] = hierarchy.encode_many(lists, split.keys)
+        except ValueError as exc:
+            raise ValueError(f"{split.source or 'labels'} (head {head!r}): {exc}") from None
+    return out
+
+
+def hierarchy_to_dict(hierarchy: Hierarchy) -> dict[str, list]:
+    """Plain lists (for checkpoints): nodes in order and [parent, child] edges."""
+    edges = [[p, c] for p in hierarchy.nodes for c in hierarchy.children[p]]
+    return {"nodes": list(hierarchy.nodes), "edges": edges}
+
+
+def hierarchy_from_dict(data: dict[str, list]) -> Hierarchy:
+    return Hierarchy(data["nodes"], [tuple(e) for e in data["edges"]])
+
+
+# ----------------------------------------------------------------------------- subsets
+def _fine_key(labels: dict[str, list[str]]) -> tuple:
+    """(head, deepest depth) for each annotated head."""
+    return tuple((h, max(depth_of(p) for p in labels[h])) for h in sorted(labels) if labels[h])
+
+
+def _coarse_key(labels: dict[str, list[str]]) -> tuple:
+    return tuple(h for h in sorted(labels) if labels[h])
+
+
+def strata(split: LabelledSplit, fraction: float) -> list[tuple]:
+    """Stratum of each sample: its (head, depth) pairs; where such a stratum is too small to
+    contribute one sample at `fraction`, the set of annotated heads; failing that, one pool."""
+    fine = [_fine_key(lab) for lab in split.labels]
+    coarse = [_coarse_key(lab) for lab in split.labels]
+    count = defaultdict(int)
+    for k in fine:
+        count[k] += 1
+    keys: list[tuple] = [
+        ("fine", f) if count[f] * fraction >= 1 else ("coarse", c)
+        for f, c in zip(fine, coarse, strict=True)
+    ]
+    count = defaultdict(int)
+    for k in keys:
+        count[k] += 1
+    return [k if k[0] == "fine" or count[k] * fraction >= 1 else ("pool",) for k in keys]
+
+
+def stratified_subset(split: LabelledSplit, fraction: float, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded subset of round(fraction * N) samples (at least 1), drawn per
+    stratum (see `strata`) in proportion; leftover places go to the largest remainders."""
+    n = len(split)
+    if fraction >= 1.0:
+        return np.arange(n)
+    if not 0.0 < fraction < 1.0 or n == 0:
+        raise ValueError(f"train_fraction {fraction} must be in (0, 1] with a non-empty split")
+    rng = np.random.default_rng([seed, 7919])
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for i, key in enumerate(strata(split, fraction)):
+        groups[key].append(i)
+    names = sorted(groups, key=repr)
+    exact = np.array([len(groups[k]) * fraction for k in names])
+    quota = np.floor(exact).astype(int)
+    left = max(1, round(n * fraction)) - quota.sum()
+    if left > 0:  # largest remainder; ties broken by the seeded generator
+        order = np.lexsort((rng.random(len(names)), -(exact - quota)))
+        quota[order[:left]] += 1
+    chosen = []
+    for name, q in zip(names, quota, strict=True):
+        members = np.array(groups[name])
+        chosen.extend(members[rng.permutation(len(members))[:q]].tolist())
+    return np.sort(np.array(chosen, dtype=np.int64))

@@ -1,0 +1,192 @@
+"""The stage-2 recipe as dataclasses: backbone, mode, labelled data, HML heads, loss, optimiser, trainer.
+
+Loaded with `ssl_benthic.config.load_config(FinetuneConfig, path, overrides)`; `validate()` runs on load,
+so a wrong loss, threshold or fraction fails before any image is read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ssl_benthic.pretrain_config import BENTHIC_MEAN, BENTHIC_STD
+
+LOSSES = ("mcloss", "weighted", "focal", "weighted_focal")
+MEASURES = (
+    "predictive",
+    "aleatoric",
+    "mutual_information",
+    "epistemic_js",
+    "epistemic_kl",
+    "bma_margin",
+    "gmu",
+)
+
+__all__ = [
+    "BENTHIC_MEAN",
+    "BENTHIC_STD",
+    "BackboneConfig",
+    "DataConfig",
+    "HeadsConfig",
+    "LossConfig",
+    "OptimizerConfig",
+    "TrainerConfig",
+    "FinetuneConfig",
+]
+
+
+@dataclass
+class BackboneConfig:
+    """A timm backbone; `weights` is "random", "imagenet" or the path of a stage-1 export.
+
+    `weights_file` is a local timm ImageNet weights file (used with weights: imagenet when the hub
+    is unreachable); `img_size` is passed to timm (ViTs), not the input resolution (see data).
+    """
+
+    name: str = "resnet50"
+    weights: str = "random"
+    weights_file: str | None = None
+    img_size: int | None = None
+
+
+@dataclass
+class DataConfig:
+    """Labelled shard folders and the image pipeline.
+
+    mean/std None: the export JSON's statistics when weights is an export, timm's pretrained
+    statistics for imagenet, else the BenthicNet labelled-subset statistics. `augment` (random
+    resized crop + flips) applies in finetune mode only; linear mode never augments, so features
+    can be cached. `shuffle` false reads samples in shard order (for exact cached/uncached checks).
+    `feature_cache_dir`: where cached linear-probe features are kept across runs (None: memory).
+    """
+
+    train: str = "shards/sample/train"
+    val: str = "shards/sample/val"
+    test: str = "shards/sample/test"
+    batch_size: int = 64
+    num_workers: int = 4
+    img_size: int = 224
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    augment: bool = True
+    shuffle: bool = True
+    shuffle_buffer: int = 1000
+    feature_cache_dir: str | None = None
+
+
+@dataclass
+class HeadsConfig:
+    """One ensemble of `n_heads` MLP heads per hierarchy root (CATAMI head); `hidden` () = linear.
+
+    `names` picks heads (biota, substrate, relief, bedforms); None = every head annotated in train.
+    """
+
+    n_heads: int = 1
+    hidden: tuple[int, ...] = ()
+    dropout: float = 0.0
+    activation: str = "relu"
+    names: tuple[str, ...] | None = None
+
+
+@dataclass
+class LossConfig:
+    """MCLoss variant: `weighted` adds node weights, `focal` the ensemble-uncertainty weight phi + u^k.
+
+    scheme/placement/counting/omega define the node weights (see `hml_finetune.losses.NodeWeighting`;
+    counting None = 'descendants' for placement 'reference', else 'own').
+    """
+
+    name: Literal["mcloss", "weighted", "focal", "weighted_focal"] = "weighted"
+    measure: str = "gmu"
+    scheme: Literal["class-wise", "binary"] = "class-wise"
+    placement: Literal["positive", "negative", "reference"] = "reference"
+    counting: Literal["own", "descendants"] | None = None
+    omega: float = 0.25
+    phi: float = 0.25
+    k: float = 2.0
+
+
+@dataclass
+class OptimizerConfig:
+    """AdamW; the encoder (finetune mode) gets lr * encoder_lr_mult and its own linear warm-up over
+    `encoder_warmup_epochs` (None: `warmup_epochs`, the heads' warm-up); then cosine decay to
+    lr * min_lr_ratio. The schedule steps per optimiser step. Biases and norms get no weight decay."""
+
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    encoder_lr_mult: float = 0.1
+    warmup_epochs: float = 0.0
+    encoder_warmup_epochs: float | None = None
+    min_lr_ratio: float = 0.01
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning Trainer options. `seed` None = the top-level seed. Checkpoints every
+    `checkpoint_every_n_epochs` and at the end (last.ckpt) under output_dir/checkpoints."""
+
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    max_epochs: int = 20
+    log_every_n_steps: int = 10
+    checkpoint_every_n_epochs: int = 1
+    enable_progress_bar: bool = True
+    tensorboard: bool = False
+    seed: int | None = None
+
+
+@dataclass
+class FinetuneConfig:
+    """One stage-2 run: a starting point, a mode, a loss, a seed.
+
+    `threshold`: "0.5" (or any number in (0, 1)), "global" or "per-node" (tuned on the val split).
+    `encoder_noise` alpha: w = (1 - alpha) w + alpha w_random after the weights are loaded.
+    `train_fraction`: a seeded subset of the training split, stratified by head and depth.
+    """
+
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    mode: Literal["linear", "finetune"] = "linear"
+    data: DataConfig = field(default_factory=DataConfig)
+    heads: HeadsConfig = field(default_factory=HeadsConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    threshold: str | float = "0.5"
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    cache_features: bool = True
+    encoder_noise: float = 0.0
+    train_fraction: float = 1.0
+    seed: int = 0
+    output_dir: str = "runs/finetune"
+
+    @property
+    def trainer_seed(self) -> int:
+        return self.seed if self.trainer.seed is None else self.trainer.seed
+
+    @property
+    def cached(self) -> bool:
+        """True when the linear probe trains on cached features."""
+        return self.mode == "linear" and self.cache_features
+
+    def validate(self) -> None:
+        if self.loss.measure not in MEASURES:
+            raise ValueError(f"loss.measure {self.loss.measure!r} is not one of {MEASURES}")
+        if self.threshold not in ("global", "per-node"):
+            try:
+                value = float(self.threshold)  # type: ignore[arg-type]
+            except ValueError:
+                value = -1.0
+            if not 0.0 < value < 1.0:
+                raise ValueError(
+                    f"threshold {self.threshold!r} must be a number in (0, 1), 'global' or 'per-node'"
+                )
+        if not 0.0 <= self.encoder_noise <= 1.0:
+            raise ValueError(f"encoder_noise {self.encoder_noise} must be in [0, 1]")
+        if not 0.0 < self.train_fraction <= 1.0:
+            raise ValueError(f"train_fraction {self.train_fraction} must be in (0, 1]")
+        if self.heads.n_heads < 1:
+            raise ValueError(f"heads.n_heads must be >= 1, got {self.heads.n_heads}")
+        if self.data.batch_size < 1:
+            raise ValueError(f"data.batch_size must be >= 1, got {self.data.batch_size}")

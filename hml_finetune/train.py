@@ -1,0 +1,584 @@
+"""`hml-finetune train` / `evaluate`: HML heads on a backbone (linear probe or fine-tuning) on labelled
+image shards, thresholds tuned on val, metrics per head on test.
+
+Training always runs through the Lightning Trainer (devices, precision, DDP, checkpoints under
+`output_dir/checkpoints`, resume, CSV/TensorBoard logs, progress bar), the cached-feature linear probe
+included: its epochs are a TensorDataset of features, so an epoch costs a few head steps, and
+checkpoints, resume and logs stay the same code path as fine-tuning (the Trainer's fixed start-up
+cost, about a second, is the price; `bench/linear_probe_cache.py` measures the per-epoch gain).
+Scoring after training runs on global rank 0 in one plain pass over each split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import webdataset as wds
+from lightly.utils.scheduler import cosine_warmup_schedule
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+from torch.utils.data import DataLoader, TensorDataset
+
+from hml_finetune.data.labels import (
+    LabelledSplit,
+    build_hierarchies,
+    encode_split,
+    hierarchy_from_dict,
+    hierarchy_to_dict,
+    read_split,
+    stratified_subset,
+)
+from hml_finetune.finetune_config import FinetuneConfig
+from hml_finetune.head_metrics import head_metrics, metrics_markdown, train_frequency, write_metrics
+from hml_finetune.hierarchy import Hierarchy
+from hml_finetune.losses import MCLoss, NodeWeighting
+from hml_finetune.metrics import eval_columns
+from hml_finetune.model import (
+    HMLModel,
+    backbone_kwargs,
+    build_backbone,
+    cached_features,
+    extract_features,
+    image_transform,
+    resolve_norm,
+)
+from hml_finetune.thresholds import tune_global_threshold, tune_per_node_thresholds
+from ssl_benthic.backbones import create_backbone
+from ssl_benthic.config import ConfigError, from_dict, load_config, save_config, to_dict
+from ssl_benthic.data.reader import ShardLoader, collate, make_dataset
+from ssl_benthic.train import SeededEpochs
+
+__all__ = [
+    "HMLModule",
+    "TrainData",
+    "run_finetune",
+    "load_finetuned",
+    "evaluate_shards",
+    "cli_train",
+    "cli_evaluate",
+]
+
+Targets = dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+# ----------------------------------------------------------------------------- data and losses
+@dataclass
+class TrainData:
+    """The training subset: its labels, encoded targets/masks per head, and cached features (or None)."""
+
+    split: LabelledSplit
+    targets: Targets
+    features: torch.Tensor | None = None
+    full_size: int = 0
+
+
+def training_mask(mask: torch.Tensor, hierarchy: Hierarchy) -> torch.Tensor:
+    """The mask with the root column(s) zeroed: roots are never evaluated, so never trained."""
+    out = mask.clone()
+    out[..., [hierarchy.index[r] for r in hierarchy.roots]] = 0.0
+    return out
+
+
+def build_losses(cfg: FinetuneConfig, hierarchies: dict[str, Hierarchy], targets: Targets) -> dict:
+    """Per head MCLoss: node weights fitted on the training targets/masks, focal measure (as hmc.py)."""
+    lc, losses = cfg.loss, {}
+    for head, h in hierarchies.items():
+        pos_w = neg_w = None
+        if lc.name in ("weighted", "weighted_focal"):
+            y, m = targets[head]
+            weighting = NodeWeighting(lc.scheme, lc.placement, lc.omega, lc.counting)
+            pos_w, neg_w = weighting.fit(y, training_mask(m, h), h)
+        measure = lc.measure if lc.name in ("focal", "weighted_focal") else None
+        losses[head] = MCLoss(h, pos_w, neg_w, measure, lc.phi, lc.k)
+    return losses
+
+
+class _KeyFilter:
+    """webdataset select stage keeping the samples whose key is in the training subset (picklable)."""
+
+    def __init__(self, keys: frozenset[str]) -> None:
+        self.keys = keys
+
+    def __call__(self, sample: tuple[Any, dict]) -> bool:
+        return sample[1]["__key__"] in self.keys
+
+
+def shard_train_loader(
+    cfg: FinetuneConfig, data: TrainData, transform: Any, rank: int, world: int
+) -> SeededEpochs:
+    """The training shard stream (subset selected by key), the same number of full batches per rank."""
+    d = cfg.data
+    steps = len(data.split) // (world * d.batch_size)
+    if steps < 1:
+        raise ConfigError(
+            f"{len(data.split)} training samples are fewer than one batch of "
+            f"{d.batch_size} x {world} ranks: lower data.batch_size"
+        )
+    ds = make_dataset(
+        d.train,
+        transform=transform,
+        shuffle_buffer=d.shuffle_buffer if d.shuffle else 0,
+        seed=cfg.trainer_seed,
+        rank=rank,
+        world_size=world,
+    )
+    if len(data.split) < data.full_size:
+        ds = ds.compose(wds.select(_KeyFilter(frozenset(data.split.keys))))
+    ds = ds.compose(wds.batched(d.batch_size, collation_fn=collate, partial=False))
+    loader = ShardLoader(ds, steps, num_workers=d.num_workers, persistent_workers=False)
+    return SeededEpochs(loader, cfg.trainer_seed, rank)
+
+
+def feature_loader(
+    cfg: FinetuneConfig, data: TrainData, heads: list[str], world: int
+) -> DataLoader:
+    """Cached features + per-head targets/masks; seeded shuffle, full batches only (as the shards)."""
+    if len(data.split) < world * cfg.data.batch_size:
+        raise ConfigError(
+            f"{len(data.split)} training samples are fewer than one batch of "
+            f"{cfg.data.batch_size} x {world} ranks: lower data.batch_size"
+        )
+    tensors = [data.features] + [t for h in heads for t in data.targets[h]]
+    gen = torch.Generator().manual_seed(cfg.trainer_seed)
+    return DataLoader(
+        TensorDataset(*tensors),
+        batch_size=cfg.data.batch_size,
+        shuffle=cfg.data.shuffle,
+        drop_last=True,
+        generator=gen,
+    )
+
+
+# ----------------------------------------------------------------------------- LightningModule
+def _param_groups(module: nn.Module, lr: float, wd: float) -> list[dict]:
+    """Weights decay; biases and norm parameters (1-d) do not. Frozen parameters are left out."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    groups = [{"params": decay, "lr": lr, "weight_decay": wd}]
+    groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0})
+    return [g for g in groups if g["params"]]
+
+
+def _lr_factor(step: int, total: int, warmup: int, floor: float) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay from 1 to `floor` at `total` steps."""
+    return cosine_warmup_schedule(
+        min(step, total), total, 1.0, floor, warmup_steps=warmup, warmup_start_value=0.0
+    )
+
+
+class HMLModule(pl.LightningModule):
+    """Trains `HMLModel` with one MCLoss per head (sum of the heads' mean losses).
+
+    A batch is (images, metas) from the shards (targets encoded here) or, for the cached linear
+    probe, (features, y_1, m_1, y_2, m_2, ...) in `heads` order. Roots are masked out of the loss.
+    """
+
+    def __init__(
+        self,
+        cfg: FinetuneConfig,
+        model: HMLModel,
+        hierarchies: dict[str, Hierarchy],
+        losses: dict[str, MCLoss],
+        data: TrainData,
+        transform: Any,
+        meta: dict[str, Any],
+    ) -> None:
+        super().__init__()
+        self.cfg, self.model, self.hierarchies = cfg, model, hierarchies
+        self.losses = nn.ModuleDict(losses)
+        self.data, self.transform, self.meta = data, transform, meta
+        self.head_names = list(hierarchies)
+        self.loader: SeededEpochs | None = None
+
+    def compute_loss(
+        self, logits: dict[str, torch.Tensor], targets: Targets
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(total, per-head) losses; an unannotated head (all-zero mask) contributes exactly 0."""
+        per_head = {}
+        for head, (y, m) in targets.items():
+            m = training_mask(m, self.hierarchies[head]).to(logits[head])
+            per_head[head] = self.losses[head](logits[head].float(), y.to(m), m)
+        return torch.stack(list(per_head.values())).sum(), per_head
+
+    def _batch_targets(self, batch: Any) -> tuple[dict[str, torch.Tensor], Targets, int]:
+        if self.data.features is not None:
+            feats, rest = batch[0], batch[1:]
+            targets = {h: (rest[2 * i], rest[2 * i + 1]) for i, h in enumerate(self.head_names)}
+            return self.model.head_logits(feats), targets, len(feats)
+        images, metas = batch
+        keys = [m["__key__"] for m in metas]
+        targets = {}
+        for head, h in self.hierarchies.items():
+            lists = [(m.get("labels") or {}).get(head, []) for m in metas]
+            y, mask = h.encode_many(lists, keys)
+            targets[head] = (y.to(images.device), mask.to(images.device))
+        return self.model(images), targets, len(images)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        logits, targets, n = self._batch_targets(batch)
+        total, per_head = self.compute_loss(logits, targets)
+        self.log("train/loss", total, prog_bar=True, batch_size=n)
+        for head, value in per_head.items():
+            self.log(f"train/loss_{head}", value, batch_size=n)
+        return total
+
+    def train_dataloader(self) -> Any:
+        t = self.trainer
+        rank, world = (t.global_rank, t.world_size) if t is not None else (0, 1)
+        if self.data.features is not None:
+            return feature_loader(self.cfg, self.data, self.head_names, world)
+        self.loader = shard_train_loader(self.cfg, self.data, self.transform, rank, world)
+        return self.loader
+
+    def on_train_start(self) -> None:
+        if self.loader is not None:  # after a resume, continue the loader's epoch sequence
+            self.loader.set_epoch(self.current_epoch)
+
+    def configure_optimizers(self) -> dict:
+        o, model = self.cfg.optimizer, self.model
+        groups = _param_groups(model.heads, o.lr, o.weight_decay)
+        warm = [o.warmup_epochs] * len(groups)
+        if not model.frozen:
+            enc = _param_groups(model.backbone, o.lr * o.encoder_lr_mult, o.weight_decay)
+            enc_warm = (
+                o.warmup_epochs if o.encoder_warmup_epochs is None else o.encoder_warmup_epochs
+            )
+            groups, warm = groups + enc, warm + [enc_warm] * len(enc)
+        opt = torch.optim.AdamW(groups, lr=o.lr)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        per_epoch = total / max(1, self.trainer.max_epochs or 1)
+        lambdas = [
+            partial(
+                _lr_factor,
+                total=total,
+                warmup=min(total - 1, round(w * per_epoch)),
+                floor=o.min_lr_ratio,
+            )
+            for w in warm
+        ]
+        sched = LambdaLR(opt, lambdas)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Plain types only (config, hierarchies, statistics), so torch.load(weights_only=True) works."""
+        checkpoint["hml_finetune"] = self.meta
+
+
+# ----------------------------------------------------------------------------- set-up
+def _device(cfg: FinetuneConfig) -> torch.device:
+    """This process's device for feature extraction and scoring (LOCAL_RANK's GPU when on GPU)."""
+    want_gpu = cfg.trainer.accelerator in ("gpu", "cuda", "auto")
+    if want_gpu and torch.cuda.is_available():
+        return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+    return torch.device("cpu")
+
+
+def _align(split: LabelledSplit, keys: list[str]) -> LabelledSplit:
+    """The split's samples in the order of `keys` (samples whose image could not be read drop out)."""
+    where = {k: i for i, k in enumerate(split.keys)}
+    return split.subset([where[k] for k in keys])
+
+
+def build_trainer(cfg: FinetuneConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> pl.Trainer:
+    """Trainer from `trainer.*`: last.ckpt every N epochs and at the end, CSV (+TensorBoard) logs."""
+    t, out = cfg.trainer, Path(cfg.output_dir)
+    loggers: list[Any] = [CSVLogger(out, name="logs")]
+    if t.tensorboard:
+        loggers.append(TensorBoardLogger(out, name="tensorboard"))
+    ckpt = ModelCheckpoint(
+        dirpath=out / "checkpoints",
+        every_n_epochs=t.checkpoint_every_n_epochs,
+        save_top_k=0,
+        save_last=True,
+    )
+    return pl.Trainer(
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=t.precision,
+        max_epochs=t.max_epochs,
+        log_every_n_steps=t.log_every_n_steps,
+        enable_progress_bar=t.enable_progress_bar,
+        enable_model_summary=False,
+        callbacks=[ckpt, LearningRateMonitor(logging_interval="step"), *extra_callbacks],
+        logger=loggers,
+        default_root_dir=str(out),
+        use_distributed_sampler=cfg.cached,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+    )
+
+
+def resolve_resume(cfg: FinetuneConfig, resume: str | None) -> str | None:
+    """'last' -> output_dir/checkpoints/last.ckpt; a path must exist."""
+    if resume is None:
+        return None
+    path = Path(cfg.output_dir) / "checkpoints" / "last.ckpt" if resume == "last" else Path(resume)
+    if not path.is_file():
+        raise ConfigError(f"--resume {resume}: checkpoint not found at {path}")
+    return str(path)
+
+
+def prepare_data(
+    cfg: FinetuneConfig,
+) -> tuple[dict[str, Hierarchy], TrainData, LabelledSplit, LabelledSplit]:
+    """Hierarchies, the (stratified, seeded) training subset encoded, and the val/test labels."""
+    train, val, test = (read_split(p) for p in (cfg.data.train, cfg.data.val, cfg.data.test))
+    if not len(train):
+        raise ConfigError(f"data.train {cfg.data.train}: no samples")
+    hierarchies = build_hierarchies([train, val, test], cfg.heads.names)
+    sub = train.subset(stratified_subset(train, cfg.train_fraction, cfg.seed).tolist())
+    return hierarchies, TrainData(sub, encode_split(sub, hierarchies), None, len(train)), val, test
+
+
+def _meta(cfg: FinetuneConfig, hierarchies: dict[str, Hierarchy], data: TrainData) -> dict:
+    freqs = {
+        h: train_frequency(y, training_mask(m, hierarchies[h])).tolist()
+        for h, (y, m) in data.targets.items()
+    }
+    return {
+        "config": to_dict(cfg),
+        "hierarchies": {h: hierarchy_to_dict(x) for h, x in hierarchies.items()},
+        "backbone_kwargs": backbone_kwargs(cfg.backbone),
+        "mean": list(cfg.data.mean or ()),
+        "std": list(cfg.data.std or ()),
+        "train_freq": freqs,
+        "n_train": len(data.split),
+        "thresholds": None,
+    }
+
+
+# ----------------------------------------------------------------------------- scoring
+def tune_threshold(
+    rule: str | float, probs: torch.Tensor, y: torch.Tensor, m: torch.Tensor, h: Hierarchy
+) -> float | torch.Tensor:
+    """A fixed number, or tuned on validation predictions: 'global' (one) or 'per-node' (K,)."""
+    if rule == "global":
+        return tune_global_threshold(probs, y, m, columns=eval_columns(h))
+    if rule == "per-node":
+        return tune_per_node_thresholds(probs, y, m, columns=eval_columns(h))
+    return float(rule)
+
+
+def score_heads(
+    model: HMLModel,
+    feats: torch.Tensor,
+    split: LabelledSplit,
+    hierarchies: dict[str, Hierarchy],
+    thresholds: dict[str, float | torch.Tensor],
+    train_freq: dict[str, list[float]],
+) -> dict[str, dict]:
+    """`head_metrics` per head for the features of `split` (aligned)."""
+    model.eval()
+    probs = model.predict_features(feats.to(next(model.parameters()).device))
+    out = {}
+    for head, (y, m) in encode_split(split, hierarchies).items():
+        freq = torch.tensor(train_freq[head])
+        out[head] = head_metrics(probs[head].cpu(), y, m, hierarchies[head], thresholds[head], freq)
+    return out
+
+
+def _split_features(
+    cfg: FinetuneConfig, model: HMLModel, shards: str, device: torch.device, cache: bool
+) -> tuple[torch.Tensor, list[str]]:
+    mean, std = list(cfg.data.mean), list(cfg.data.std)
+    if cache:
+        return cached_features(cfg, model.backbone, shards, mean, std, device)
+    transform = image_transform(cfg.data.img_size, mean, std, augment=False)
+    return extract_features(
+        model.backbone, shards, transform, cfg.data.batch_size, device, cfg.trainer.precision
+    )
+
+
+def _finish(
+    cfg: FinetuneConfig,
+    module: HMLModule,
+    splits: dict[str, LabelledSplit],
+    feats: dict[str, tuple[torch.Tensor, list[str]]],
+) -> dict:
+    """Tune thresholds on val, score test, write metrics and model.ckpt; the result dict."""
+    model, hierarchies, meta = module.model, module.hierarchies, module.meta
+    device = _device(cfg)
+    model.to(device)
+    for name in ("val", "test"):
+        if name not in feats:
+            feats[name] = _split_features(cfg, model, getattr(cfg.data, name), device, False)
+    thresholds: dict[str, float | torch.Tensor] = {}
+    val_f, val_keys = feats["val"]
+    val_split = _align(splits["val"], val_keys)
+    val_probs = model.eval().predict_features(val_f.to(device))
+    for head, (y, m) in encode_split(val_split, hierarchies).items():
+        thresholds[head] = tune_threshold(
+            cfg.threshold, val_probs[head].cpu(), y, m, hierarchies[head]
+        )
+    test_f, test_keys = feats["test"]
+    heads = score_heads(
+        model,
+        test_f,
+        _align(splits["test"], test_keys),
+        hierarchies,
+        thresholds,
+        meta["train_freq"],
+    )
+    meta["thresholds"] = {h: t.tolist() if torch.is_tensor(t) else t for h, t in thresholds.items()}
+    result = {
+        "heads": heads,
+        "start": cfg.backbone.weights,
+        "mode": cfg.mode,
+        "loss": cfg.loss.name,
+        "seed": cfg.seed,
+        "threshold": cfg.threshold,
+        "train_fraction": cfg.train_fraction,
+        "encoder_noise": cfg.encoder_noise,
+        "n_train": meta["n_train"],
+        "output_dir": str(cfg.output_dir),
+    }
+    out = Path(cfg.output_dir)
+    write_metrics(result, out)
+    model.cpu()
+    torch.save({"state_dict": model.state_dict(), "hml_finetune": meta}, out / "model.ckpt")
+    return result
+
+
+def run_finetune(
+    cfg: FinetuneConfig, resume: str | None = None, *, callbacks: Sequence[pl.Callback] = ()
+) -> dict:
+    """Train, tune thresholds on val, score on test; write metrics.json/.md and config.yaml.
+
+    Returns {"heads": {head: evaluate() keys + rare_recall, per_node, pr_curve, threshold_value},
+    "start", "mode", "loss", "seed", "threshold", ...} on global rank 0 ({} on other ranks).
+    Also writes output_dir/model.ckpt (weights + hierarchies + tuned thresholds) for `evaluate`.
+    `callbacks` are added to the Trainer's (benchmarks, tests).
+    """
+    cfg.validate()
+    ckpt = resolve_resume(cfg, resume)
+    pl.seed_everything(cfg.trainer_seed, workers=True, verbose=False)
+    hierarchies, data, val, test = prepare_data(cfg)
+    backbone = build_backbone(cfg.backbone, cfg.encoder_noise, cfg.seed)
+    mean, std = resolve_norm(cfg, backbone)
+    cfg = dataclasses.replace(
+        cfg, data=dataclasses.replace(cfg.data, mean=tuple(mean), std=tuple(std))
+    )
+    model = HMLModel(backbone, hierarchies, cfg.heads, frozen=cfg.mode == "linear")
+    feats: dict[str, tuple[torch.Tensor, list[str]]] = {}
+    if cfg.cached:
+        device = _device(cfg)
+        model.backbone.to(device)
+        for name in ("train", "val", "test"):
+            feats[name] = _split_features(cfg, model, getattr(cfg.data, name), device, True)
+        model.backbone.cpu()
+        where = {k: i for i, k in enumerate(feats["train"][1])}
+        keep = [k for k in data.split.keys if k in where]
+        data = TrainData(
+            _align(data.split, keep),
+            {},
+            feats["train"][0][[where[k] for k in keep]],
+            data.full_size,
+        )
+        data.targets = encode_split(data.split, hierarchies)
+    augment = cfg.data.augment and cfg.mode == "finetune"
+    transform = image_transform(cfg.data.img_size, mean, std, augment)
+    losses = build_losses(cfg, hierarchies, data.targets)
+    module = HMLModule(
+        cfg, model, hierarchies, losses, data, transform, _meta(cfg, hierarchies, data)
+    )
+    trainer = build_trainer(cfg, callbacks)
+    # a linear probe's backbone is in eval mode on purpose (frozen BN statistics)
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    if trainer.is_global_zero:
+        save_config(cfg, Path(cfg.output_dir) / "config.yaml")
+    trainer.fit(module, ckpt_path=ckpt, weights_only=True)
+    if not trainer.is_global_zero:
+        return {}
+    return _finish(cfg, module, {"val": val, "test": test}, feats)
+
+
+# ----------------------------------------------------------------------------- evaluate
+def load_finetuned(path: str | Path) -> tuple[HMLModel, dict[str, Hierarchy], dict[str, Any]]:
+    """(model, hierarchies, meta) from model.ckpt or a Lightning checkpoint of `run_finetune`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"checkpoint not found: {path}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    meta = ckpt.get("hml_finetune") if isinstance(ckpt, dict) else None
+    if meta is None:
+        raise ConfigError(f"{path}: not an hml-finetune checkpoint (no 'hml_finetune' entry)")
+    cfg = from_dict(FinetuneConfig, meta["config"], source=f"{path} [hml_finetune.config]")
+    hierarchies = {h: hierarchy_from_dict(d) for h, d in meta["hierarchies"].items()}
+    backbone = create_backbone(cfg.backbone.name, weights="random", **meta["backbone_kwargs"])
+    model = HMLModel(backbone, hierarchies, cfg.heads, frozen=True)
+    state = ckpt["state_dict"]
+    if any(k.startswith("model.") for k in state):
+        state = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+    model.load_state_dict(state)
+    return model.eval(), hierarchies, meta
+
+
+def evaluate_shards(checkpoint: str | Path, shards: str | Path, out: str | Path | None) -> dict:
+    """Score a checkpoint on a labelled shard folder with its stored thresholds and statistics."""
+    model, hierarchies, meta = load_finetuned(checkpoint)
+    cfg = from_dict(FinetuneConfig, meta["config"], source=str(checkpoint))
+    stored = meta.get("thresholds") or {}
+    fixed = cfg.threshold if cfg.threshold not in ("global", "per-node") else 0.5
+    if not stored:
+        print(f"{checkpoint}: no tuned thresholds stored (a training checkpoint): using {fixed}")
+    thresholds = {
+        h: torch.tensor(stored[h])
+        if isinstance(stored.get(h), list)
+        else float(stored.get(h, fixed))
+        for h in hierarchies
+    }
+    device = _device(cfg)
+    model.to(device)
+    transform = image_transform(cfg.data.img_size, meta["mean"], meta["std"], augment=False)
+    feats, keys = extract_features(
+        model.backbone, shards, transform, cfg.data.batch_size, device, cfg.trainer.precision
+    )
+    split = _align(read_split(shards), keys)
+    heads = score_heads(model, feats, split, hierarchies, thresholds, meta["train_freq"])
+    result = {
+        "heads": heads,
+        "start": cfg.backbone.weights,
+        "mode": cfg.mode,
+        "loss": cfg.loss.name,
+        "seed": cfg.seed,
+        "threshold": cfg.threshold,
+        "checkpoint": str(checkpoint),
+        "shards": str(shards),
+    }
+    out_dir = (
+        Path(out) if out is not None else Path(checkpoint).parent / f"eval-{Path(shards).name}"
+    )
+    write_metrics(result, out_dir)
+    return result
+
+
+def cli_train(args: argparse.Namespace) -> int:
+    """`hml-finetune train --config F [--resume last|PATH] [key=value ...]`."""
+    cfg = load_config(FinetuneConfig, args.config, args.overrides)
+    result = run_finetune(cfg, resume=args.resume)
+    if result:
+        print(metrics_markdown(result))
+        print(f"wrote {Path(cfg.output_dir) / 'metrics.json'} and metrics.md")
+    return 0
+
+
+def cli_evaluate(args: argparse.Namespace) -> int:
+    """`hml-finetune evaluate --checkpoint C --shards DIR [--out DIR]`."""
+    result = evaluate_shards(args.checkpoint, args.shards, args.out)
+    print(metrics_markdown(result))
+    return 0

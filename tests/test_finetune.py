@@ -1,0 +1,303 @@
+"""Stage 2 on images: train/evaluate end to end on tiny shards, masks and gradients, frozen encoder,
+cached vs uncached probe, weight loading errors, encoder noise, train_fraction, label errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from hml_finetune.data.labels import (
+    LabelledSplit,
+    build_hierarchies,
+    encode_split,
+    read_split,
+    strata,
+    stratified_subset,
+)
+from hml_finetune.finetune_config import FinetuneConfig
+from hml_finetune.model import NOISE_STREAM, HMLModel, build_backbone
+from hml_finetune.train import (
+    HMLModule,
+    TrainData,
+    build_losses,
+    evaluate_shards,
+    load_finetuned,
+    run_finetune,
+)
+from ssl_benthic.backbones import BackboneError
+from ssl_benthic.config import apply_overrides, from_dict, load_config
+from ssl_benthic.data.sample import make_sample
+
+SPONGE = "[BIOTA] > Biota > Sponges"
+MASSIVE = "[BIOTA] > Biota > Sponges > Massive forms"
+CNIDARIA = "[BIOTA] > Biota > Cnidaria"
+SAND = "[SUBSTRATE] > Substrate > Unconsolidated (soft) > Sand / mud (<2mm)"
+BOULDERS = "[SUBSTRATE] > Substrate > Consolidated (hard) > Boulders"
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("tiny")
+    make_sample(out, seed=0, n_unlabelled=0, n_labelled=60, size=32)
+    return out
+
+
+def make_cfg(shards: Path, out: Path, *overrides: str) -> FinetuneConfig:
+    raw = {
+        "backbone": {"name": "resnet10t"},
+        "mode": "linear",
+        "data": {
+            "train": str(shards / "train"),
+            "val": str(shards / "val"),
+            "test": str(shards / "test"),
+            "batch_size": 8,
+            "num_workers": 0,
+            "img_size": 32,
+            "shuffle": False,
+        },
+        "threshold": "0.5",
+        "optimizer": {"lr": 0.01},
+        "trainer": {
+            "accelerator": "cpu",
+            "devices": 1,
+            "max_epochs": 3,
+            "log_every_n_steps": 1,
+            "enable_progress_bar": False,
+        },
+        "output_dir": str(out),
+    }
+    return from_dict(FinetuneConfig, apply_overrides(FinetuneConfig, raw, overrides))
+
+
+def fresh_backbone(cfg: FinetuneConfig) -> torch.nn.Module:
+    """The backbone run_finetune starts from: seeded by the run seed before it is built."""
+    torch.manual_seed(cfg.seed)
+    return build_backbone(cfg.backbone, cfg.encoder_noise, cfg.seed)
+
+
+def heads_scores(result: dict) -> dict:
+    return {h: (m["au_prc"], m["macro_f1"], m["micro_recall"]) for h, m in result["heads"].items()}
+
+
+# ----------------------------------------------------------------------------- end to end
+def test_linear_probe_cached_equals_uncached_and_freezes_encoder(shards, tmp_path):
+    cached = run_finetune(make_cfg(shards, tmp_path / "cached"))
+    uncached_cfg = make_cfg(shards, tmp_path / "uncached", "cache_features=false")
+    uncached = run_finetune(uncached_cfg)
+
+    assert set(cached["heads"]) == {"biota", "substrate", "relief", "bedforms"}
+    for head, (au, f1, rec) in heads_scores(cached).items():
+        au2, f12, rec2 = heads_scores(uncached)[head]
+        assert au == pytest.approx(au2, abs=1e-6) and f1 == pytest.approx(f12, abs=1e-6), head
+        assert rec == pytest.approx(rec2, abs=1e-6), head
+    # the encoder's weights AND batch-norm statistics are those it started from
+    model, _, _ = load_finetuned(tmp_path / "uncached" / "model.ckpt")
+    start = fresh_backbone(uncached_cfg).state_dict()
+    trained = model.backbone.state_dict()
+    assert any("running_mean" in k for k in start)
+    for key, value in start.items():
+        assert torch.equal(trained[key], value), key
+
+
+def test_run_writes_results_and_evaluate_reproduces_them(shards, tmp_path):
+    out = tmp_path / "run"
+    result = run_finetune(make_cfg(shards, out, "threshold=per-node", "loss.name=weighted_focal"))
+    for name in (
+        "metrics.json",
+        "metrics.md",
+        "config.yaml",
+        "model.ckpt",
+        "checkpoints/last.ckpt",
+    ):
+        assert (out / name).is_file(), name
+    assert result["start"] == "random" and result["mode"] == "linear" and result["seed"] == 0
+    biota = result["heads"]["biota"]
+    k = len(biota["threshold_value"])  # per-node thresholds: one per node
+    assert k == biota["n_nodes"] + 1  # + the root
+    rows = biota["per_node"]
+    assert len(rows) == biota["n_nodes"]
+    assert {"node", "depth", "train_freq", "recall", "f1", "ap"} <= set(rows[0])
+    rare = [r["recall"] for r in rows if r["test_positives"] and r["train_freq"] < 0.05]
+    expect = sum(rare) / len(rare) if rare else math.nan
+    assert biota["rare_recall"] == pytest.approx(expect, nan_ok=True)
+    assert 2 <= len(biota["pr_curve"]["precision"]) <= 200
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["heads"]["substrate"]["au_prc"] == pytest.approx(
+        result["heads"]["substrate"]["au_prc"]
+    )
+    # the resolved config reloads, with the statistics that were used
+    cfg = load_config(FinetuneConfig, out / "config.yaml")
+    assert cfg.data.mean == (0.363, 0.420, 0.344)
+    again = evaluate_shards(out / "model.ckpt", shards / "test", tmp_path / "eval")
+    for head, scores in heads_scores(result).items():
+        assert heads_scores(again)[head] == pytest.approx(scores), head
+    assert (tmp_path / "eval" / "metrics.json").is_file()
+
+
+def test_finetune_trains_encoder_on_a_fraction_and_resumes(shards, tmp_path):
+    cfg = make_cfg(
+        shards,
+        tmp_path / "ft",
+        "mode=finetune",
+        "train_fraction=0.5",
+        "trainer.max_epochs=1",
+        "data.shuffle=true",
+        "data.shuffle_buffer=16",
+    )
+    result = run_finetune(cfg)
+    assert result["n_train"] == 18  # round(0.5 * 36)
+    model, _, _ = load_finetuned(tmp_path / "ft" / "model.ckpt")
+    start = fresh_backbone(cfg).state_dict()
+    assert not torch.equal(model.backbone.state_dict()["conv1.0.weight"], start["conv1.0.weight"])
+    run_finetune(
+        make_cfg(
+            shards,
+            tmp_path / "ft",
+            "mode=finetune",
+            "train_fraction=0.5",
+            "trainer.max_epochs=2",
+            "data.shuffle=true",
+            "data.shuffle_buffer=16",
+        ),
+        resume="last",
+    )
+    last = torch.load(tmp_path / "ft" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 2 * (18 // 8)
+    with open(tmp_path / "ft" / "logs" / "version_1" / "metrics.csv") as fh:
+        steps = [int(row["step"]) for row in csv.DictReader(fh)]
+    assert min(steps) == 18 // 8  # the resumed run started after the first epoch's steps
+
+
+# ----------------------------------------------------------------------------- gradients
+def test_masked_entries_and_unannotated_heads_get_zero_gradient(shards, tmp_path):
+    split = LabelledSplit(
+        ["a", "b", "c"],
+        [
+            {"biota": [SPONGE], "substrate": [SAND]},  # stops at Sponges: its children unknown
+            {"substrate": [BOULDERS]},  # biota unannotated
+            {"biota": [MASSIVE, CNIDARIA], "substrate": []},
+        ],
+    )
+    hier = build_hierarchies([split])
+    targets = encode_split(split, hier)
+    cfg = make_cfg(shards, tmp_path, "loss.name=weighted_focal", "heads.n_heads=2")
+    data = TrainData(split, targets)
+    module = HMLModule(cfg, None, hier, build_losses(cfg, hier, targets), data, None, {})
+    logits = {h: torch.randn(2, 3, len(x), requires_grad=True) for h, x in hier.items()}
+    total, _ = module.compute_loss(logits, targets)
+    total.backward()
+    bio, sub = hier["biota"], hier["substrate"]
+    g_bio, g_sub = logits["biota"].grad, logits["substrate"].grad
+    assert torch.all(g_bio[:, 1] == 0)  # unannotated head of sample b
+    assert torch.all(g_sub[:, 2] == 0)  # empty list = unannotated
+    assert torch.all(g_bio[:, 0, bio.index[MASSIVE]] == 0)  # below a label that stops early
+    assert torch.all(g_bio[:, :, bio.index["[BIOTA]"]] == 0)  # roots are never trained
+    assert torch.all(g_bio[:, 0, bio.index[SPONGE]] != 0)
+    assert torch.all(g_bio[:, 2, bio.index[MASSIVE]] != 0)  # known where another label says so
+    assert torch.all(g_sub[:, 1, sub.index[SAND]] != 0)  # a known negative
+
+
+# ----------------------------------------------------------------------------- weights
+def _save_state(model: torch.nn.Module, path: Path) -> Path:
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+def test_wrong_architecture_fails_naming_the_key(shards, tmp_path):
+    path = _save_state(timm.create_model("resnet26", num_classes=0), tmp_path / "w.safetensors")
+    cfg = make_cfg(shards, tmp_path, "backbone.name=resnet10t", f"backbone.weights={path}")
+    with pytest.raises(BackboneError, match=r"shape mismatch at 'layer1\.0\.conv1\.weight'"):
+        build_backbone(cfg.backbone)
+
+
+def test_encoder_noise_mixes_fresh_weights(shards, tmp_path):
+    torch.manual_seed(123)
+    start = timm.create_model("resnet10t", num_classes=0)
+    path = _save_state(start, tmp_path / "w.safetensors")
+    base = start.state_dict()
+
+    def build(alpha: float, seed: int = 0) -> dict:
+        cfg = make_cfg(shards, tmp_path, f"backbone.weights={path}", f"encoder_noise={alpha}")
+        return build_backbone(cfg.backbone, cfg.encoder_noise, seed).state_dict()
+
+    torch.manual_seed(NOISE_STREAM)
+    fresh = timm.create_model("resnet10t", num_classes=0).state_dict()
+    zero, one, half = build(0.0), build(1.0), build(0.5)
+    for key, value in base.items():
+        assert torch.equal(zero[key], value), key
+        if value.is_floating_point():
+            assert torch.equal(one[key], fresh[key]), key
+            assert torch.allclose(half[key], 0.5 * value + 0.5 * fresh[key], atol=1e-6), key
+    assert not torch.equal(one["conv1.0.weight"], base["conv1.0.weight"])
+    assert not torch.equal(build(1.0, seed=1)["conv1.0.weight"], one["conv1.0.weight"])
+
+
+# ----------------------------------------------------------------------------- subsets, labels
+def _split_of(groups: list[tuple[dict, int]]) -> LabelledSplit:
+    labels = [lab for lab, n in groups for _ in range(n)]
+    return LabelledSplit([f"s{i:04d}" for i in range(len(labels))], labels)
+
+
+def test_train_fraction_is_seeded_and_stratified():
+    split = _split_of(
+        [
+            ({"biota": [SPONGE]}, 100),
+            ({"biota": [MASSIVE], "substrate": [SAND]}, 60),
+            ({"substrate": [BOULDERS]}, 40),
+            # two (head, depth) strata too small for one sample at 1/4: merged by annotated heads
+            ({"biota": [CNIDARIA], "substrate": [BOULDERS]}, 2),
+            ({"biota": [SPONGE], "substrate": ["[SUBSTRATE] > Substrate"]}, 2),
+        ]
+    )
+    a = stratified_subset(split, 0.25, seed=0)
+    assert len(a) == round(204 * 0.25)
+    assert list(a) == list(stratified_subset(split, 0.25, seed=0))
+    assert list(a) != list(stratified_subset(split, 0.25, seed=1))
+    counts = Counter(json.dumps(split.labels[i], sort_keys=True) for i in a)
+    assert counts[json.dumps({"biota": [SPONGE]})] == 25
+    assert counts[json.dumps({"biota": [MASSIVE], "substrate": [SAND]})] == 15
+    assert counts[json.dumps({"substrate": [BOULDERS]})] == 10
+    assert sum(1 for i in a if i >= 200) == 1
+    assert strata(split, 0.25)[-1] == ("coarse", ("biota", "substrate"))
+    assert list(stratified_subset(split, 1.0, seed=3)) == list(range(204))
+
+
+def test_label_errors_name_the_sample(shards):
+    bad = LabelledSplit(
+        ["k1", "k2"], [{"biota": [SPONGE]}, {"biota": ["[BIOTA] > Biota > Spongez"]}]
+    )
+    with pytest.raises(ValueError, match=r"'k2'.*Spongez.*did you mean"):
+        build_hierarchies([bad])
+    hier = build_hierarchies([read_split(shards / "train")])
+    unseen = "[BIOTA] > Biota > Ascidians > Stalked > Colonial"  # CATAMI, but not in this data
+    other = LabelledSplit(["t-7"], [{"biota": [unseen]}])
+    with pytest.raises(ValueError, match=r"Ascidians > Stalked > Colonial.*'t-7'"):
+        encode_split(other, hier)
+    wrong_head = LabelledSplit(["t-8"], [{"substrate": [SPONGE]}])
+    with pytest.raises(ValueError, match=r"'t-8'.*filed under head 'substrate'"):
+        build_hierarchies([wrong_head])
+
+
+@pytest.mark.parametrize("name", ["linear_sample", "finetune_sample", "linear", "finetune"])
+def test_shipped_configs_load(name):
+    cfg = load_config(FinetuneConfig, Path("configs/finetune") / f"{name}.yaml")
+    assert cfg.mode in ("linear", "finetune")
+
+
+def test_frozen_backbone_stays_in_eval_mode_when_training():
+    hier = build_hierarchies([LabelledSplit(["a"], [{"biota": [SPONGE]}])])
+    heads_cfg = FinetuneConfig().heads
+    frozen = HMLModel(timm.create_model("resnet10t", num_classes=0), hier, heads_cfg, True).train()
+    assert not any(m.training for m in frozen.backbone.modules())
+    assert all(m.training for m in frozen.heads.modules())
+    assert not any(p.requires_grad for p in frozen.backbone.parameters())
+    tuned = HMLModel(timm.create_model("resnet10t", num_classes=0), hier, heads_cfg, False).train()
+    assert all(m.training for m in tuned.backbone.modules())
