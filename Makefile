@@ -19,9 +19,28 @@ $(STAMP): pyproject.toml constraints.txt
 $(SAMPLE)/manifest.json: | $(STAMP)
 	$(BIN)/ssl-benthic make-sample --out $(SAMPLE)
 
+# The demo: sample -> verify -> BYOL pretraining (a few minutes on CPU) -> export -> comparison of the
+# export against random init (and ImageNet when a weights file is configured). Each step is skipped
+# when its output exists; `make clean-demo` starts over. HF_HUB_OFFLINE=0 lets the ImageNet start try the hub.
+HF_HUB_OFFLINE ?= 1
+export HF_HUB_OFFLINE
+
+$(DEMO)/byol/checkpoints/last.ckpt: | $(STAMP) $(SAMPLE)/manifest.json
+	$(BIN)/ssl-benthic pretrain --config configs/pretrain/byol_sample.yaml output_dir=$(DEMO)/byol
+
+$(DEMO)/byol/export/backbone.json: $(DEMO)/byol/checkpoints/last.ckpt
+	$(BIN)/ssl-benthic export $< --out $(DEMO)/byol/export
+
 demo: $(STAMP) $(SAMPLE)/manifest.json
 	$(BIN)/ssl-benthic verify-shards $(SAMPLE)
 	$(BIN)/ssl-benthic summary $(SAMPLE)
+	$(MAKE) --no-print-directory $(DEMO)/byol/export/backbone.json
+	$(BIN)/hml-finetune compare --config configs/finetune/compare_sample.yaml output_dir=$(DEMO)/compare
+	@echo
+	@echo "sample shards:      $(SAMPLE)/"
+	@echo "BYOL run and logs:  $(DEMO)/byol/  (checkpoints/, csv/, tensorboard/)"
+	@echo "BYOL export:        $(DEMO)/byol/export/  (backbone.safetensors + backbone.json)"
+	@echo "comparison report:  $(DEMO)/compare/report.md"
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
@@ -34,8 +53,12 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# The quick benchmarks (minutes). The long ones have their own commands: see README "Benchmarks".
 bench: $(STAMP) $(SAMPLE)/manifest.json
-	$(BIN)/python bench/shards.py
+	$(BIN)/python bench/constraint.py --out bench/results/constraint.md
+	$(BIN)/python bench/shards.py --shards $(SAMPLE)/unlabelled --out bench/results/shards.md
+	$(BIN)/python bench/linear_probe_cache.py
+	$(BIN)/python bench/ssl_throughput.py
 
 clean-demo:
 	rm -rf $(DEMO)
