@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from hml_finetune.finetune_config import LOSSES, MEASURES
 from ssl_benthic.cli import run_handler
 
 
@@ -15,21 +16,9 @@ def _add_hmc(sub: argparse._SubParsersAction) -> None:
         "--data-dir", default=None, help="folder of the ARFF files (default ../shared/datasets/hmc)"
     )
     p.add_argument("--dataset", required=True, help="e.g. cellcycle_FUN, Diatoms, Enron, ImCLEF07A")
+    p.add_argument("--loss", default="mcloss", choices=LOSSES)
     p.add_argument(
-        "--loss", default="mcloss", choices=["mcloss", "weighted", "focal", "weighted_focal"]
-    )
-    p.add_argument(
-        "--measure",
-        default="gmu",
-        choices=[
-            "predictive",
-            "aleatoric",
-            "mutual_information",
-            "epistemic_js",
-            "epistemic_kl",
-            "bma_margin",
-            "gmu",
-        ],
+        "--measure", default="gmu", choices=MEASURES, help="uncertainty for focal losses"
     )
     p.add_argument("--heads", type=int, default=1, help="ensemble heads sharing the input")
     p.add_argument("--weights", default="class-wise", choices=["class-wise", "binary"])

@@ -24,9 +24,9 @@ class ConfigError(ValueError):
     """A config file or override is wrong: the message names the key and the source."""
 
 
-def _near_miss(key: str, choices: Sequence[str]) -> str:
+def _near_miss(key: str, choices: Sequence[str], prefix: str = "") -> str:
     match = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean '{match[0]}'?)" if match else ""
+    return f" (did you mean '{prefix}{match[0]}'?)" if match else ""
 
 
 def _type_name(tp: Any) -> str:
@@ -110,7 +110,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], source: str = "<dict>", pre
     for key in data:
         if key not in fields:
             raise ConfigError(
-                f"{source}: unknown key '{prefix}{key}'{_near_miss(str(key), list(fields))}"
+                f"{source}: unknown key '{prefix}{key}'{_near_miss(str(key), list(fields), prefix)}"
             )
     kwargs = {}
     for name, field in fields.items():
@@ -151,7 +151,8 @@ def _field_type(cls: Any, dotted: str, source: str) -> Any:
             names = [f.name for f in dataclasses.fields(tp)]
             if part not in names:
                 raise ConfigError(
-                    f"{source}: unknown key '{'.'.join(walked)}'{_near_miss(part, names)}"
+                    f"{source}: unknown key '{'.'.join(walked)}'"
+                    f"{_near_miss(part, names, '.'.join(walked[:-1]) + '.' if walked[:-1] else '')}"
                 )
             tp = get_type_hints(tp)[part]
             args = [a for a in get_args(tp) if a is not type(None)]

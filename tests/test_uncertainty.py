@@ -83,3 +83,9 @@ def test_errors():
         uncertainty("entropy", heads(0.5))
     with pytest.raises(ValueError, match=r"\(H, B, K\)"):
         uncertainty("predictive", torch.rand(3, 4))
+
+
+def test_config_and_cli_name_exactly_the_implemented_measures():
+    from hml_finetune.finetune_config import MEASURES as CONFIG_MEASURES
+
+    assert tuple(CONFIG_MEASURES) == tuple(MEASURES)
