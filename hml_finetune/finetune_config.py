@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ssl_benthic.catami import HEADS
 from ssl_benthic.pretrain_config import BENTHIC_MEAN, BENTHIC_STD
 
 LOSSES = ("mcloss", "weighted", "focal", "weighted_focal")
@@ -78,7 +79,12 @@ class DataConfig:
 class HeadsConfig:
     """One ensemble of `n_heads` MLP heads per hierarchy root (CATAMI head); `hidden` () = linear.
 
-    `names` picks heads (biota, substrate, relief, bedforms); None = every head annotated in train.
+    `names` picks CATAMI heads (biota, substrate, relief, bedforms); None = every one annotated.
+    `flat`: extra multi-label heads whose labels are plain class names (e.g. colour: ["red"]), each
+    a depth-1 hierarchy "[COLOUR] > red" (same loss, thresholds and metrics as the CATAMI heads).
+    `single`: extra single-label heads (one class per annotated image, e.g. habitat: ["reef"]):
+    one MLP with softmax, cross-entropy over the annotated samples, accuracy / macro F1.
+    Classes of both come from the labels of the train, val and test splits.
     """
 
     n_heads: int = 1
@@ -86,6 +92,23 @@ class HeadsConfig:
     dropout: float = 0.0
     activation: str = "relu"
     names: tuple[str, ...] | None = None
+    flat: tuple[str, ...] = ()
+    single: tuple[str, ...] = ()
+
+    def validate(self) -> None:
+        """flat and single heads: unique, not CATAMI heads, not in `names`, not both."""
+        for key, extra in (("flat", self.flat), ("single", self.single)):
+            for head in extra:
+                if head in HEADS or head in (self.names or ()):
+                    raise ValueError(
+                        f"heads.{key}: {head!r} is a CATAMI head (or in heads.names); "
+                        "flat/single heads need their own names"
+                    )
+                if list(extra).count(head) > 1:
+                    raise ValueError(f"heads.{key}: {head!r} is listed twice")
+        both = sorted(set(self.flat) & set(self.single))
+        if both:
+            raise ValueError(f"heads.flat and heads.single both list {both}")
 
 
 @dataclass
@@ -186,6 +209,7 @@ class FinetuneConfig:
             raise ValueError(f"encoder_noise {self.encoder_noise} must be in [0, 1]")
         if not 0.0 < self.train_fraction <= 1.0:
             raise ValueError(f"train_fraction {self.train_fraction} must be in (0, 1]")
+        self.heads.validate()
         if self.heads.n_heads < 1:
             raise ValueError(f"heads.n_heads must be >= 1, got {self.heads.n_heads}")
         if self.data.batch_size < 1:

@@ -3,6 +3,10 @@ and the metrics.json / metrics.md files of a run.
 
 Rare nodes: evaluated nodes whose training frequency n_j / N_j is below `RARE_FREQ` (n_j positive,
 N_j known training samples; nodes never known in training are left out) and that have test positives.
+
+A single-label head is scored by `single_label_metrics` with the same keys where they mean the same
+thing (au_prc = macro AP over classes, macro_recall = macro accuracy, micro scores = accuracy), so
+the report and the comparison read every head alike.
 """
 
 from __future__ import annotations
@@ -17,8 +21,14 @@ import torch
 from torchmetrics.functional.classification import (
     binary_average_precision,
     binary_precision_recall_curve,
+    multiclass_accuracy,
+    multiclass_average_precision,
+    multiclass_f1_score,
+    multiclass_precision,
+    multiclass_recall,
 )
 
+from hml_finetune.data.labels import IGNORE_INDEX
 from hml_finetune.hierarchy import Hierarchy
 from hml_finetune.metrics import apply_thresholds, eval_columns, evaluate, prf, stat_counts
 
@@ -32,6 +42,7 @@ __all__ = [
     "rare_recall",
     "pr_curve",
     "head_metrics",
+    "single_label_metrics",
     "json_safe",
     "metrics_markdown",
     "write_metrics",
@@ -99,10 +110,14 @@ def pr_curve(
     """Micro precision-recall curve over the known evaluated entries, at most ~PR_POINTS points."""
     cols = eval_columns(hierarchy)
     p, y, m = probs[:, cols], targets[:, cols], mask[:, cols] != 0
-    t = (y[m] > 0.5).long()
+    return _pr_points(p[m], (y[m] > 0.5).long())
+
+
+def _pr_points(scores: torch.Tensor, t: torch.Tensor) -> dict[str, list[float]]:
+    """Binary PR curve of scores vs 0/1 targets, thinned to at most ~PR_POINTS points."""
     if t.sum() == 0:
         return {"precision": [], "recall": []}
-    precision, recall, _ = binary_precision_recall_curve(p[m].double(), t)
+    precision, recall, _ = binary_precision_recall_curve(scores.double(), t)
     keep = np.unique(np.linspace(0, len(precision) - 1, min(PR_POINTS, len(precision))).round())
     idx = torch.from_numpy(keep.astype(np.int64))
     return {"precision": precision[idx].tolist(), "recall": recall[idx].tolist()}
@@ -127,6 +142,81 @@ def head_metrics(
     out["per_node"] = rows
     out["pr_curve"] = pr_curve(probs, targets, mask, hierarchy)
     out["threshold_value"] = threshold.tolist() if torch.is_tensor(threshold) else float(threshold)
+    return out
+
+
+def _single_rows(
+    probs: torch.Tensor, y: torch.Tensor, classes: list[str], train_freq: torch.Tensor
+) -> list[dict[str, Any]]:
+    """One row per class (as `node_rows`, depth 1): one-vs-rest recall, F1 and AP."""
+    C, nan = len(classes), math.nan
+    recall = multiclass_recall(probs, y, C, average=None, ignore_index=IGNORE_INDEX)
+    f1 = multiclass_f1_score(probs, y, C, average=None, ignore_index=IGNORE_INDEX)
+    ap = multiclass_average_precision(probs, y, C, average=None, ignore_index=IGNORE_INDEX)
+    pos = torch.bincount(y[y != IGNORE_INDEX], minlength=C)
+    return [
+        {
+            "node": name,
+            "depth": 1,
+            "train_freq": float(train_freq[j]),
+            "test_positives": int(pos[j]),
+            "recall": float(recall[j]) if pos[j] else nan,
+            "f1": float(f1[j]) if pos[j] else nan,
+            "ap": float(ap[j]) if pos[j] else nan,
+        }
+        for j, name in enumerate(classes)
+    ]
+
+
+def single_label_metrics(
+    probs: torch.Tensor, y: torch.Tensor, classes: list[str], train_freq: torch.Tensor
+) -> dict[str, Any]:
+    """Scores of a single-label head from softmax probabilities (N, C) and class indices (N,)
+    (`IGNORE_INDEX` = unannotated, left out); the prediction is the argmax.
+
+    accuracy (micro), macro_accuracy (= macro recall), macro_f1, macro_precision (torchmetrics
+    macro: classes neither present nor predicted are left out); au_prc = mean one-vs-rest AP over
+    classes with test positives; rare_recall, per_node, per_depth (depth 1) and pr_curve (micro
+    one-vs-rest) as for HML heads. All NaN when no test sample is annotated.
+    """
+    probs, y = probs.float(), y.long()
+    known = y != IGNORE_INDEX
+    C, nan = len(classes), math.nan
+    rows = _single_rows(probs, y, classes, train_freq)
+    out: dict[str, Any] = {"kind": "single", "n_classes": C, "n_annotated": int(known.sum())}
+    if not known.any():
+        keys = ("accuracy", "macro_accuracy", "macro_precision", "macro_f1", "au_prc")
+        out.update(dict.fromkeys(keys, nan))
+    else:
+        kw = {"num_classes": C, "ignore_index": IGNORE_INDEX}
+        out["accuracy"] = float(multiclass_accuracy(probs, y, average="micro", **kw))
+        out["macro_accuracy"] = float(multiclass_accuracy(probs, y, average="macro", **kw))
+        out["macro_precision"] = float(multiclass_precision(probs, y, average="macro", **kw))
+        out["macro_f1"] = float(multiclass_f1_score(probs, y, average="macro", **kw))
+        aps = [r["ap"] for r in rows if r["test_positives"]]
+        out["au_prc"] = float(np.mean(aps))
+    acc = out["accuracy"]
+    out.update(macro_recall=out["macro_accuracy"], micro_precision=acc, micro_recall=acc)
+    out.update(
+        micro_f1=acc, n_nodes=C, n_nodes_with_positives=sum(bool(r["test_positives"]) for r in rows)
+    )
+    with_pos = [r for r in rows if r["test_positives"]]
+    out["per_depth"] = {
+        1: {
+            "n_nodes": C,
+            "n_nodes_with_positives": len(with_pos),
+            "recall_micro": acc,
+            "f1_micro": acc,
+            "recall_macro": float(np.mean([r["recall"] for r in with_pos])) if with_pos else nan,
+            "f1_macro": float(np.mean([r["f1"] for r in with_pos])) if with_pos else nan,
+        }
+    }
+    out["rare_recall"] = rare_recall(rows)
+    out["n_rare_nodes"] = sum(1 for r in with_pos if r["train_freq"] < RARE_FREQ)
+    out["per_node"] = rows
+    onehot = torch.nn.functional.one_hot(y[known], C) if known.any() else torch.zeros(0, C)
+    out["pr_curve"] = _pr_points(probs[known].flatten(), onehot.long().flatten())
+    out["threshold_value"] = None  # argmax, no threshold
     return out
 
 
@@ -159,7 +249,17 @@ def metrics_markdown(result: dict[str, Any]) -> str:
     ]
     for head, m in result["heads"].items():
         cells = " | ".join(_fmt(m.get(k)) for k in keys)
-        lines.append(f"| {head} | {cells} | {_fmt(m['pred_depth'])} | {_fmt(m['true_depth'])} |")
+        depths = f"{_fmt(m.get('pred_depth'))} | {_fmt(m.get('true_depth'))}"
+        lines.append(f"| {head} | {cells} | {depths} |")
+    single = {h: m for h, m in result["heads"].items() if m.get("kind") == "single"}
+    if single:
+        lines += ["", "## Single-label heads (argmax; au_prc = macro AP)", ""]
+        lines += ["| head | accuracy | macro accuracy | macro F1 |", "|---|---|---|---|"]
+        for head, m in single.items():
+            lines.append(
+                f"| {head} | {_fmt(m['accuracy'])} | {_fmt(m['macro_accuracy'])} | "
+                f"{_fmt(m['macro_f1'])} |"
+            )
     lines += ["", "## Per depth (micro recall / micro F1)", ""]
     lines += ["| head | depth | nodes | recall | F1 |", "|---|---|---|---|---|"]
     for head, m in result["heads"].items():

@@ -1,10 +1,11 @@
 """A timm backbone plus one HML ensemble head per hierarchy root; linear (frozen) or finetune mode.
 
+Flat multi-label heads (e.g. colour) are depth-1 hierarchies, so they are ordinary HML heads here;
+single-label heads (one class per image) are one `MLPHead` each, scored by softmax.
+
 Linear mode freezes the encoder: no gradients AND batch-norm statistics frozen (the backbone stays in
 eval() even while the heads train), so its features are a fixed function of the image and can be
 computed once per split (`extract_features`) and cached.
-
-TODO: the optional flat multi-label head (e.g. colour) and single-label (one-hot) head of issue 5.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from hml_finetune.finetune_config import (
     FinetuneConfig,
     HeadsConfig,
 )
-from hml_finetune.heads import EnsembleHeads
+from hml_finetune.heads import EnsembleHeads, MLPHead
 from hml_finetune.hierarchy import Hierarchy
 from ssl_benthic.backbones import create_backbone, feature_dim, read_export
 from ssl_benthic.data.reader import iter_samples
@@ -127,7 +128,8 @@ def image_transform(
 
 
 class HMLModel(nn.Module):
-    """Backbone -> pooled features -> {head: logits (H, B, K)}; `frozen` = linear-probe mode."""
+    """Backbone -> pooled features -> {head: logits}: (H, B, K) per HML head (`heads`), (B, C) per
+    single-label head (`single_heads`, classes in `single`); `frozen` = linear-probe mode."""
 
     def __init__(
         self,
@@ -135,6 +137,7 @@ class HMLModel(nn.Module):
         hierarchies: dict[str, Hierarchy],
         heads: HeadsConfig,
         frozen: bool,
+        single: dict[str, list[str]] | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -146,6 +149,13 @@ class HMLModel(nn.Module):
                     dim, h, heads.n_heads, heads.hidden, heads.dropout, heads.activation
                 )
                 for name, h in hierarchies.items()
+            }
+        )
+        self.single = {name: list(classes) for name, classes in (single or {}).items()}
+        self.single_heads = nn.ModuleDict(
+            {
+                name: MLPHead(dim, len(classes), heads.hidden, heads.dropout, heads.activation)
+                for name, classes in self.single.items()
             }
         )
         if frozen:
@@ -164,17 +174,29 @@ class HMLModel(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             return self.backbone(images)
 
+    def head_modules(self) -> nn.ModuleList:
+        """Every trainable head (HML and single-label), for the optimiser."""
+        return nn.ModuleList([self.heads, self.single_heads])
+
     def head_logits(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {name: head(features) for name, head in self.heads.items()}
+        out = {name: head(features) for name, head in self.heads.items()}
+        out.update({name: head(features) for name, head in self.single_heads.items()})
+        return out
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.head_logits(self.encode(images))
 
     @torch.no_grad()
     def predict_features(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Ensemble constrained probabilities (B, K) per head from features."""
+        """Per HML head the ensemble's constrained probabilities (B, K); per single-label head the
+        softmax class probabilities (B, C)."""
         logits = self.head_logits(features)
-        return {n: self.heads[n].predict_from_logits(z.float()) for n, z in logits.items()}
+        return {
+            n: self.heads[n].predict_from_logits(z.float())
+            if n in self.heads
+            else torch.softmax(z.float(), dim=-1)
+            for n, z in logits.items()
+        }
 
 
 def _autocast(device: torch.device, precision: str) -> torch.autocast:

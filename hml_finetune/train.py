@@ -16,7 +16,7 @@ import dataclasses
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,20 +28,32 @@ from lightly.utils.scheduler import cosine_warmup_schedule
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from torch import nn
+from torch.nn import functional as F
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, TensorDataset
 
 from hml_finetune.data.labels import (
+    IGNORE_INDEX,
     LabelledSplit,
     build_hierarchies,
+    encode_single,
+    encode_singles,
     encode_split,
+    head_labels,
     hierarchy_from_dict,
     hierarchy_to_dict,
     read_split,
+    single_classes,
     stratified_subset,
 )
 from hml_finetune.finetune_config import FinetuneConfig
-from hml_finetune.head_metrics import head_metrics, metrics_markdown, train_frequency, write_metrics
+from hml_finetune.head_metrics import (
+    head_metrics,
+    metrics_markdown,
+    single_label_metrics,
+    train_frequency,
+    write_metrics,
+)
 from hml_finetune.hierarchy import Hierarchy
 from hml_finetune.losses import MCLoss, NodeWeighting
 from hml_finetune.metrics import eval_columns
@@ -63,6 +75,7 @@ from ssl_benthic.train import SeededEpochs
 __all__ = [
     "HMLModule",
     "TrainData",
+    "single_label_loss",
     "run_finetune",
     "load_finetuned",
     "evaluate_shards",
@@ -76,12 +89,14 @@ Targets = dict[str, tuple[torch.Tensor, torch.Tensor]]
 # ----------------------------------------------------------------------------- data and losses
 @dataclass
 class TrainData:
-    """The training subset: its labels, encoded targets/masks per head, and cached features (or None)."""
+    """The training subset: its labels, encoded targets/masks per HML head, cached features (or
+    None), and class indices (N,) per single-label head (`IGNORE_INDEX` = unannotated)."""
 
     split: LabelledSplit
     targets: Targets
     features: torch.Tensor | None = None
     full_size: int = 0
+    single: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def training_mask(mask: torch.Tensor, hierarchy: Hierarchy) -> torch.Tensor:
@@ -103,6 +118,21 @@ def build_losses(cfg: FinetuneConfig, hierarchies: dict[str, Hierarchy], targets
         measure = lc.measure if lc.name in ("focal", "weighted_focal") else None
         losses[head] = MCLoss(h, pos_w, neg_w, measure, lc.phi, lc.k)
     return losses
+
+
+def single_label_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy averaged over the annotated samples (y != IGNORE_INDEX) only; exactly 0 (with
+    zero gradient) when none is: sum_i CE_i / max(1, n_annotated)."""
+    ce = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum")
+    return ce / (y != IGNORE_INDEX).sum().clamp(min=1)
+
+
+def class_frequency(y: torch.Tensor, n_classes: int) -> list[float]:
+    """Share of each class among the annotated samples (NaN when none is annotated)."""
+    known = y[y != IGNORE_INDEX]
+    if not len(known):
+        return [float("nan")] * n_classes
+    return (torch.bincount(known, minlength=n_classes).double() / len(known)).tolist()
 
 
 class _KeyFilter:
@@ -144,13 +174,15 @@ def shard_train_loader(
 def feature_loader(
     cfg: FinetuneConfig, data: TrainData, heads: list[str], world: int
 ) -> DataLoader:
-    """Cached features + per-head targets/masks; seeded shuffle, full batches only (as the shards)."""
+    """Cached features + per-head targets/masks (in `heads` order), then the single-label class
+    indices (in `data.single` order); seeded shuffle, full batches only (as the shards)."""
     if len(data.split) < world * cfg.data.batch_size:
         raise ConfigError(
             f"{len(data.split)} training samples are fewer than one batch of "
             f"{cfg.data.batch_size} x {world} ranks: lower data.batch_size"
         )
     tensors = [data.features] + [t for h in heads for t in data.targets[h]]
+    tensors += list(data.single.values())
     gen = torch.Generator().manual_seed(cfg.trainer_seed)
     return DataLoader(
         TensorDataset(*tensors),
@@ -180,10 +212,12 @@ def _lr_factor(step: int, total: int, warmup: int, floor: float) -> float:
 
 
 class HMLModule(pl.LightningModule):
-    """Trains `HMLModel` with one MCLoss per head (sum of the heads' mean losses).
+    """Trains `HMLModel` with one MCLoss per HML head and `single_label_loss` per single-label
+    head (sum of the heads' mean losses).
 
     A batch is (images, metas) from the shards (targets encoded here) or, for the cached linear
-    probe, (features, y_1, m_1, y_2, m_2, ...) in `heads` order. Roots are masked out of the loss.
+    probe, (features, y_1, m_1, y_2, m_2, ..., c_1, c_2, ...): HML heads in `heads` order, then
+    single-label class indices. Roots are masked out of the loss.
     """
 
     def __init__(
@@ -201,35 +235,51 @@ class HMLModule(pl.LightningModule):
         self.losses = nn.ModuleDict(losses)
         self.data, self.transform, self.meta = data, transform, meta
         self.head_names = list(hierarchies)
+        self.singles: dict[str, list[str]] = dict(model.single) if model is not None else {}
         self.loader: SeededEpochs | None = None
 
     def compute_loss(
-        self, logits: dict[str, torch.Tensor], targets: Targets
+        self,
+        logits: dict[str, torch.Tensor],
+        targets: Targets,
+        single: dict[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(total, per-head) losses; an unannotated head (all-zero mask) contributes exactly 0."""
+        """(total, per-head) losses; an unannotated head (all-zero mask, or every class index
+        IGNORE_INDEX for a single-label head) contributes exactly 0."""
         per_head = {}
         for head, (y, m) in targets.items():
             m = training_mask(m, self.hierarchies[head]).to(logits[head])
             per_head[head] = self.losses[head](logits[head].float(), y.to(m), m)
+        for head, y in (single or {}).items():
+            per_head[head] = single_label_loss(logits[head].float(), y.to(logits[head].device))
         return torch.stack(list(per_head.values())).sum(), per_head
 
-    def _batch_targets(self, batch: Any) -> tuple[dict[str, torch.Tensor], Targets, int]:
+    def _batch_targets(
+        self, batch: Any
+    ) -> tuple[dict[str, torch.Tensor], Targets, dict[str, torch.Tensor], int]:
+        flat = self.cfg.heads.flat
         if self.data.features is not None:
             feats, rest = batch[0], batch[1:]
             targets = {h: (rest[2 * i], rest[2 * i + 1]) for i, h in enumerate(self.head_names)}
-            return self.model.head_logits(feats), targets, len(feats)
+            tail = rest[2 * len(self.head_names) :]
+            single = dict(zip(self.data.single, tail, strict=True))
+            return self.model.head_logits(feats), targets, single, len(feats)
         images, metas = batch
         keys = [m["__key__"] for m in metas]
+        labels = [m.get("labels") or {} for m in metas]
         targets = {}
         for head, h in self.hierarchies.items():
-            lists = [(m.get("labels") or {}).get(head, []) for m in metas]
-            y, mask = h.encode_many(lists, keys)
+            y, mask = h.encode_many([head_labels(lab, head, flat) for lab in labels], keys)
             targets[head] = (y.to(images.device), mask.to(images.device))
-        return self.model(images), targets, len(images)
+        single = {
+            head: encode_single([lab.get(head) or [] for lab in labels], classes, keys, head)
+            for head, classes in self.singles.items()
+        }
+        return self.model(images), targets, single, len(images)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        logits, targets, n = self._batch_targets(batch)
-        total, per_head = self.compute_loss(logits, targets)
+        logits, targets, single, n = self._batch_targets(batch)
+        total, per_head = self.compute_loss(logits, targets, single)
         self.log("train/loss", total, prog_bar=True, batch_size=n)
         for head, value in per_head.items():
             self.log(f"train/loss_{head}", value, batch_size=n)
@@ -249,7 +299,7 @@ class HMLModule(pl.LightningModule):
 
     def configure_optimizers(self) -> dict:
         o, model = self.cfg.optimizer, self.model
-        groups = _param_groups(model.heads, o.lr, o.weight_decay)
+        groups = _param_groups(model.head_modules(), o.lr, o.weight_decay)
         warm = [o.warmup_epochs] * len(groups)
         if not model.frozen:
             enc = _param_groups(model.backbone, o.lr * o.encoder_lr_mult, o.weight_decay)
@@ -333,26 +383,50 @@ def resolve_resume(cfg: FinetuneConfig, resume: str | None) -> str | None:
     return str(path)
 
 
+def encode_train(
+    split: LabelledSplit,
+    hierarchies: dict[str, Hierarchy],
+    singles: dict[str, list[str]],
+    flat: Sequence[str],
+    features: torch.Tensor | None = None,
+    full_size: int = 0,
+) -> TrainData:
+    """`TrainData` of a split: HML targets/masks and single-label class indices encoded."""
+    targets = encode_split(split, hierarchies, flat)
+    return TrainData(split, targets, features, full_size, encode_singles(split, singles))
+
+
 def prepare_data(
     cfg: FinetuneConfig,
-) -> tuple[dict[str, Hierarchy], TrainData, LabelledSplit, LabelledSplit]:
-    """Hierarchies, the (stratified, seeded) training subset encoded, and the val/test labels."""
+) -> tuple[dict[str, Hierarchy], dict[str, list[str]], TrainData, LabelledSplit, LabelledSplit]:
+    """Hierarchies (CATAMI + flat heads), single-label classes, the (stratified, seeded) training
+    subset encoded, and the val/test labels."""
     train, val, test = (read_split(p) for p in (cfg.data.train, cfg.data.val, cfg.data.test))
     if not len(train):
         raise ConfigError(f"data.train {cfg.data.train}: no samples")
-    hierarchies = build_hierarchies([train, val, test], cfg.heads.names)
+    hc = cfg.heads
+    hierarchies = build_hierarchies([train, val, test], hc.names, hc.flat, skip=hc.single)
+    singles = single_classes([train, val, test], hc.single)
     sub = train.subset(stratified_subset(train, cfg.train_fraction, cfg.seed).tolist())
-    return hierarchies, TrainData(sub, encode_split(sub, hierarchies), None, len(train)), val, test
+    data = encode_train(sub, hierarchies, singles, hc.flat, None, len(train))
+    return hierarchies, singles, data, val, test
 
 
-def _meta(cfg: FinetuneConfig, hierarchies: dict[str, Hierarchy], data: TrainData) -> dict:
+def _meta(
+    cfg: FinetuneConfig,
+    hierarchies: dict[str, Hierarchy],
+    singles: dict[str, list[str]],
+    data: TrainData,
+) -> dict:
     freqs = {
         h: train_frequency(y, training_mask(m, hierarchies[h])).tolist()
         for h, (y, m) in data.targets.items()
     }
+    freqs.update({h: class_frequency(y, len(singles[h])) for h, y in data.single.items()})
     return {
         "config": to_dict(cfg),
         "hierarchies": {h: hierarchy_to_dict(x) for h, x in hierarchies.items()},
+        "single": {h: list(c) for h, c in singles.items()},
         "backbone_kwargs": backbone_kwargs(cfg.backbone),
         "mean": list(cfg.data.mean or ()),
         "std": list(cfg.data.std or ()),
@@ -381,14 +455,20 @@ def score_heads(
     hierarchies: dict[str, Hierarchy],
     thresholds: dict[str, float | torch.Tensor],
     train_freq: dict[str, list[float]],
+    flat: Sequence[str] = (),
 ) -> dict[str, dict]:
-    """`head_metrics` per head for the features of `split` (aligned)."""
+    """`head_metrics` per HML head (`kind` hierarchical or flat), then `single_label_metrics` per
+    single-label head of the model, for the features of `split` (aligned)."""
     model.eval()
     probs = model.predict_features(feats.to(next(model.parameters()).device))
     out = {}
-    for head, (y, m) in encode_split(split, hierarchies).items():
+    for head, (y, m) in encode_split(split, hierarchies, flat).items():
         freq = torch.tensor(train_freq[head])
         out[head] = head_metrics(probs[head].cpu(), y, m, hierarchies[head], thresholds[head], freq)
+        out[head]["kind"] = "flat" if head in flat else "hierarchical"
+    for head, y in encode_singles(split, model.single).items():
+        freq = torch.tensor(train_freq[head], dtype=torch.float64)
+        out[head] = single_label_metrics(probs[head].cpu(), y, model.single[head], freq)
     return out
 
 
@@ -421,7 +501,7 @@ def _finish(
     val_f, val_keys = feats["val"]
     val_split = _align(splits["val"], val_keys)
     val_probs = model.eval().predict_features(val_f.to(device))
-    for head, (y, m) in encode_split(val_split, hierarchies).items():
+    for head, (y, m) in encode_split(val_split, hierarchies, cfg.heads.flat).items():
         thresholds[head] = tune_threshold(
             cfg.threshold, val_probs[head].cpu(), y, m, hierarchies[head]
         )
@@ -433,6 +513,7 @@ def _finish(
         hierarchies,
         thresholds,
         meta["train_freq"],
+        cfg.heads.flat,
     )
     meta["thresholds"] = {h: t.tolist() if torch.is_tensor(t) else t for h, t in thresholds.items()}
     result = {
@@ -467,13 +548,13 @@ def run_finetune(
     cfg.validate()
     ckpt = resolve_resume(cfg, resume)
     pl.seed_everything(cfg.trainer_seed, workers=True, verbose=False)
-    hierarchies, data, val, test = prepare_data(cfg)
+    hierarchies, singles, data, val, test = prepare_data(cfg)
     backbone = build_backbone(cfg.backbone, cfg.encoder_noise, cfg.seed)
     mean, std = resolve_norm(cfg, backbone)
     cfg = dataclasses.replace(
         cfg, data=dataclasses.replace(cfg.data, mean=tuple(mean), std=tuple(std))
     )
-    model = HMLModel(backbone, hierarchies, cfg.heads, frozen=cfg.mode == "linear")
+    model = HMLModel(backbone, hierarchies, cfg.heads, cfg.mode == "linear", singles)
     feats: dict[str, tuple[torch.Tensor, list[str]]] = {}
     if cfg.cached:
         device = _device(cfg)
@@ -483,18 +564,19 @@ def run_finetune(
         model.backbone.cpu()
         where = {k: i for i, k in enumerate(feats["train"][1])}
         keep = [k for k in data.split.keys if k in where]
-        data = TrainData(
+        data = encode_train(
             _align(data.split, keep),
-            {},
+            hierarchies,
+            singles,
+            cfg.heads.flat,
             feats["train"][0][[where[k] for k in keep]],
             data.full_size,
         )
-        data.targets = encode_split(data.split, hierarchies)
     augment = cfg.data.augment and cfg.mode == "finetune"
     transform = image_transform(cfg.data.img_size, mean, std, augment)
     losses = build_losses(cfg, hierarchies, data.targets)
     module = HMLModule(
-        cfg, model, hierarchies, losses, data, transform, _meta(cfg, hierarchies, data)
+        cfg, model, hierarchies, losses, data, transform, _meta(cfg, hierarchies, singles, data)
     )
     trainer = build_trainer(cfg, callbacks)
     # a linear probe's backbone is in eval mode on purpose (frozen BN statistics)
@@ -520,7 +602,7 @@ def load_finetuned(path: str | Path) -> tuple[HMLModel, dict[str, Hierarchy], di
     cfg = from_dict(FinetuneConfig, meta["config"], source=f"{path} [hml_finetune.config]")
     hierarchies = {h: hierarchy_from_dict(d) for h, d in meta["hierarchies"].items()}
     backbone = create_backbone(cfg.backbone.name, weights="random", **meta["backbone_kwargs"])
-    model = HMLModel(backbone, hierarchies, cfg.heads, frozen=True)
+    model = HMLModel(backbone, hierarchies, cfg.heads, True, meta.get("single") or {})
     state = ckpt["state_dict"]
     if any(k.startswith("model.") for k in state):
         state = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
@@ -549,7 +631,9 @@ def evaluate_shards(checkpoint: str | Path, shards: str | Path, out: str | Path 
         model.backbone, shards, transform, cfg.data.batch_size, device, cfg.trainer.precision
     )
     split = _align(read_split(shards), keys)
-    heads = score_heads(model, feats, split, hierarchies, thresholds, meta["train_freq"])
+    heads = score_heads(
+        model, feats, split, hierarchies, thresholds, meta["train_freq"], cfg.heads.flat
+    )
     result = {
         "heads": heads,
         "start": cfg.backbone.weights,

@@ -6,13 +6,18 @@ whole scheme (311 paths): a node no split uses has nothing to learn or score and
 to the "all nodes" macro scores. Only label paths are read (no images, no statistics), so taking
 val/test paths into the node list leaks nothing the model fits; a test split with a path outside the
 hierarchy fails naming the path and the sample.
+
+Two kinds of extra head (config `heads.flat` / `heads.single`) carry plain class names instead of
+CATAMI paths: a flat multi-label head becomes a depth-1 hierarchy (root "[COLOUR]", nodes
+"[COLOUR] > red"), so the HML loss reduces to masked BCE on its classes; a single-label head is
+encoded as one class index per sample (`IGNORE_INDEX` where unannotated).
 """
 
 from __future__ import annotations
 
 import difflib
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,16 +29,25 @@ from ssl_benthic.catami import HEADS, SEP, catami_nodes, depth_of, head_of
 from ssl_benthic.data.reader import iter_samples
 
 __all__ = [
+    "IGNORE_INDEX",
     "LabelledSplit",
     "read_split",
     "check_labels",
+    "flat_root",
+    "head_labels",
     "build_hierarchies",
     "encode_split",
+    "single_classes",
+    "encode_single",
+    "encode_singles",
     "hierarchy_to_dict",
     "hierarchy_from_dict",
     "strata",
     "stratified_subset",
 ]
+
+
+IGNORE_INDEX = -100  # class index of a sample whose single-label head is unannotated
 
 
 @dataclass
@@ -63,20 +77,36 @@ def read_split(shards: str | Path) -> LabelledSplit:
         raw = meta.get("labels") or {}
         if not isinstance(raw, dict):
             raise ValueError(f"{shards}: sample {key!r} has 'labels' that is not a mapping")
+        for head, value in raw.items():
+            if value is not None and not isinstance(value, list):
+                raise ValueError(
+                    f"{shards}: sample {key!r}: labels of head {head!r} must be a list, "
+                    f"got {value!r}"
+                )
         keys.append(key)
         labels.append({str(h): list(v or []) for h, v in raw.items()})
     return LabelledSplit(keys, labels, str(shards))
 
 
-def check_labels(split: LabelledSplit) -> None:
-    """Every path is a CATAMI node and sits under the head it is filed under; errors name the sample."""
+def check_labels(split: LabelledSplit, extra: Collection[str] = ()) -> None:
+    """Every path is a CATAMI node and sits under the head it is filed under; errors name the sample.
+
+    Heads in `extra` (the flat and single-label heads) hold plain class names: not checked here.
+    """
     valid = catami_nodes()
     for key, labels in zip(split.keys, split.labels, strict=True):
         for head, paths in labels.items():
+            if head in extra:
+                continue
             for path in paths:
                 if path not in valid:
                     near = difflib.get_close_matches(path, sorted(valid), n=1, cutoff=0.8)
                     hint = f" (did you mean {near[0]!r}?)" if near else ""
+                    if head not in HEADS:
+                        hint += (
+                            f"; {head!r} is not a CATAMI head: list it in heads.flat "
+                            "or heads.single"
+                        )
                     raise ValueError(
                         f"{split.source}: sample {key!r}: label path {path!r} (head {head!r}) "
                         f"is not in the CATAMI scheme{hint}"
@@ -88,20 +118,50 @@ def check_labels(split: LabelledSplit) -> None:
                     )
 
 
+def flat_root(head: str) -> str:
+    """Root node of a flat head's depth-1 hierarchy: colour -> "[COLOUR]"."""
+    return f"[{head.upper()}]"
+
+
+def head_labels(labels: dict[str, list[str]], head: str, flat: Collection[str] = ()) -> list[str]:
+    """A sample's label list for `head` as hierarchy node names (flat names get the head's root)."""
+    paths = labels.get(head) or []
+    return [f"{flat_root(head)}{SEP}{name}" for name in paths] if head in flat else list(paths)
+
+
+def _check_flat(split: LabelledSplit, head: str) -> None:
+    """Flat class names are non-empty strings without the path separator."""
+    for key, labels in zip(split.keys, split.labels, strict=True):
+        for name in labels.get(head) or []:
+            if not isinstance(name, str) or not name.strip() or SEP in name:
+                raise ValueError(
+                    f"{split.source}: sample {key!r}: flat head {head!r} label {name!r} must be a "
+                    f"plain class name (non-empty, no {SEP.strip()!r})"
+                )
+
+
 def build_hierarchies(
-    splits: Iterable[LabelledSplit], heads: Sequence[str] | None = None
+    splits: Iterable[LabelledSplit],
+    heads: Sequence[str] | None = None,
+    flat: Sequence[str] = (),
+    skip: Collection[str] = (),
 ) -> dict[str, Hierarchy]:
-    """One hierarchy per head in `heads` (None: every head with a label in any split), CATAMI order
-    of heads; nodes = the used paths and their ancestors, sorted (a prefix sorts before its children)."""
+    """One hierarchy per head in `heads` (None: every CATAMI head with a label in any split), CATAMI
+    order, then one depth-1 hierarchy per `flat` head; nodes = the used paths and their ancestors,
+    sorted (a prefix sorts before its children). Heads in `skip` (single-label) are not read."""
+    splits = list(splits)
     used: dict[str, set[str]] = defaultdict(set)
     for split in splits:
-        check_labels(split)
+        check_labels(split, extra=set(flat) | set(skip))
+        for head in flat:
+            _check_flat(split, head)
         for labels in split.labels:
-            for head, paths in labels.items():
-                used[head].update(paths)
+            for head in labels:
+                if head not in skip:
+                    used[head].update(head_labels(labels, head, flat))
     wanted = [h for h in HEADS if used.get(h)] if heads is None else list(heads)
     out = {}
-    for head in wanted:
+    for head in [*wanted, *flat]:
         if not used.get(head):
             raise ValueError(
                 f"head {head!r} has no labels in the data (heads with labels: "
@@ -112,7 +172,7 @@ def build_hierarchies(
 
 
 def encode_split(
-    split: LabelledSplit, hierarchies: dict[str, Hierarchy]
+    split: LabelledSplit, hierarchies: dict[str, Hierarchy], flat: Collection[str] = ()
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Per head (targets, mask), each (N, K) float32; an absent or empty head gives an all-zero mask.
 
@@ -120,11 +180,72 @@ def encode_split(
     """
     out = {}
     for head, hierarchy in hierarchies.items():
-        lists = [labels.get(head, []) for labels in split.labels]
+        lists = [head_labels(labels, head, flat) for labels in split.labels]
         try:
             out[head] = hierarchy.encode_many(lists, split.keys)
         except ValueError as exc:
             raise ValueError(f"{split.source or 'labels'} (head {head!r}): {exc}") from None
+    return out
+
+
+def single_classes(splits: Iterable[LabelledSplit], heads: Sequence[str]) -> dict[str, list[str]]:
+    """Sorted class names per single-label head, from every split; at most one label per sample
+    (errors name the sample) and at least two classes per head."""
+    used: dict[str, set[str]] = {h: set() for h in heads}
+    for split in splits:
+        for key, labels in zip(split.keys, split.labels, strict=True):
+            for head in heads:
+                names = labels.get(head) or []
+                if len(names) > 1:
+                    raise ValueError(
+                        f"{split.source}: sample {key!r}: single-label head {head!r} has "
+                        f"{len(names)} labels {names}; it takes one class per image"
+                    )
+                used[head].update(str(n) for n in names)
+    for head, classes in used.items():
+        if len(classes) < 2:
+            raise ValueError(
+                f"single-label head {head!r} has {len(classes)} class(es) in the data "
+                f"{sorted(classes)}; it needs at least two"
+            )
+    return {h: sorted(c) for h, c in used.items()}
+
+
+def encode_single(
+    label_lists: Sequence[Sequence[str]],
+    classes: Sequence[str],
+    keys: Sequence[str],
+    head: str = "",
+) -> torch.Tensor:
+    """Class index per sample (N,) int64, `IGNORE_INDEX` where the list is empty; more than one
+    label or an unknown class raises naming the sample key."""
+    index = {c: i for i, c in enumerate(classes)}
+    out = torch.full((len(label_lists),), IGNORE_INDEX, dtype=torch.long)
+    for b, (names, key) in enumerate(zip(label_lists, keys, strict=True)):
+        if len(names) > 1:
+            raise ValueError(
+                f"sample {key!r}: single-label head {head!r} has {len(names)} labels "
+                f"{list(names)}; it takes one class per image"
+            )
+        if names:
+            if names[0] not in index:
+                raise ValueError(
+                    f"sample {key!r}: unknown class {names[0]!r} of single-label head {head!r} "
+                    f"(known: {', '.join(classes)})"
+                )
+            out[b] = index[names[0]]
+    return out
+
+
+def encode_singles(split: LabelledSplit, singles: dict[str, list[str]]) -> dict[str, torch.Tensor]:
+    """`encode_single` for every single-label head of a split; errors also name the split."""
+    out = {}
+    for head, classes in singles.items():
+        lists = [labels.get(head) or [] for labels in split.labels]
+        try:
+            out[head] = encode_single(lists, classes, split.keys, head)
+        except ValueError as exc:
+            raise ValueError(f"{split.source or 'labels'}: {exc}") from None
     return out
 
 
