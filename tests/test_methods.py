@@ -158,7 +158,7 @@ def test_unknown_backbone_fails_before_training(tmp_path: Path) -> None:
 def test_unknown_method_param_fails_with_near_miss(tmp_path: Path) -> None:
     cfg = _write(tmp_path / "bad.yaml", "method: {name: mocov2, params: {temprature: 0.1}}\n")
     with pytest.raises(
-        ConfigError, match=r"method\.params\.temprature.*did you mean 'temperature'"
+        ConfigError, match=r"method\.params\.temprature.*did you mean 'method\.params\.temperature'"
     ):
         load_config(PretrainConfig, cfg)
 
