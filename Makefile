@@ -38,7 +38,7 @@ demo: $(STAMP) $(SAMPLE)/manifest.json
 	$(BIN)/hml-finetune compare --config configs/finetune/compare_sample.yaml output_dir=$(DEMO)/compare
 	@echo
 	@echo "sample shards:      $(SAMPLE)/"
-	@echo "BYOL run and logs:  $(DEMO)/byol/  (checkpoints/, csv/, tensorboard/)"
+	@echo "BYOL run and logs:  $(DEMO)/byol/  (checkpoints/, logs/, tensorboard/)"
 	@echo "BYOL export:        $(DEMO)/byol/export/  (backbone.safetensors + backbone.json)"
 	@echo "comparison report:  $(DEMO)/compare/report.md"
 

@@ -38,6 +38,7 @@ ROWS: dict[str, dict] = {
         loss="weighted_focal", placement="reference", measure="bma_margin", heads=2, threshold="0.5"
     ),
     "reference@tuned": dict(loss="weighted", placement="reference", threshold="global"),
+    "mcloss@per-node": dict(loss="mcloss", threshold="per-node"),
 }
 BASELINES = ("mcloss@0.5", "mcloss@tuned")
 
@@ -97,7 +98,9 @@ def render(runs: list[dict], datasets: list[str], command: str) -> str:
         f"Command: `{command}`",
         "",
         "Protocols: `@0.5` rows train on train+valid merged (C-HMCNN); `@tuned` rows train on",
-        "train only and tune one global threshold (macro F1) on valid. Scores are on test.",
+        "train only and tune one global threshold (macro F1) on valid; `@per-node` rows tune one",
+        "threshold per node on valid (nodes with < 5 valid positives fall back to the tuned global",
+        "one). Scores are on test.",
         "",
         "## AU(PRC), mean ± std over seeds (published C-HMCNN in the header)",
         "",
