@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from test_finetune import make_cfg as tiny_finetune_cfg
 
 from hml_finetune.data.labels import (
     IGNORE_INDEX,
@@ -35,7 +36,7 @@ from hml_finetune.train import (
     run_finetune,
     single_label_loss,
 )
-from ssl_benthic.config import ConfigError, apply_overrides, from_dict
+from ssl_benthic.config import ConfigError
 from ssl_benthic.data.shards import ShardSample, write_shards
 
 SPONGE = "[BIOTA] > Biota > Sponges"
@@ -79,30 +80,9 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def make_cfg(shards: Path, out: Path, *overrides: str) -> FinetuneConfig:
-    raw = {
-        "backbone": {"name": "resnet10t"},
-        "mode": "linear",
-        "data": {
-            **{k: str(shards / k) for k in SPLITS},
-            "batch_size": 8,
-            "num_workers": 0,
-            "img_size": 32,
-            "shuffle": False,
-        },
-        "heads": {"flat": ["colour"], "single": ["habitat"]},
-        "loss": {"name": "mcloss"},
-        "threshold": "0.5",
-        "optimizer": {"lr": 0.01},
-        "trainer": {
-            "accelerator": "cpu",
-            "devices": 1,
-            "max_epochs": 3,
-            "log_every_n_steps": 1,
-            "enable_progress_bar": False,
-        },
-        "output_dir": str(out),
-    }
-    return from_dict(FinetuneConfig, apply_overrides(FinetuneConfig, raw, overrides))
+    """test_finetune's tiny recipe plus the colour (flat) and habitat (single-label) heads."""
+    heads = ("heads.flat=[colour]", "heads.single=[habitat]", "loss.name=mcloss")
+    return tiny_finetune_cfg(shards, out, *heads, *overrides)
 
 
 def _scores(result: dict) -> dict:
