@@ -518,11 +518,7 @@ def _finish(
     meta["thresholds"] = {h: t.tolist() if torch.is_tensor(t) else t for h, t in thresholds.items()}
     result = {
         "heads": heads,
-        "start": cfg.backbone.weights,
-        "mode": cfg.mode,
-        "loss": cfg.loss.name,
-        "seed": cfg.seed,
-        "threshold": cfg.threshold,
+        **_run_fields(cfg),
         "train_fraction": cfg.train_fraction,
         "encoder_noise": cfg.encoder_noise,
         "n_train": meta["n_train"],
@@ -533,6 +529,17 @@ def _finish(
     model.cpu()
     torch.save({"state_dict": model.state_dict(), "hml_finetune": meta}, out / "model.ckpt")
     return result
+
+
+def _run_fields(cfg: FinetuneConfig) -> dict:
+    """What identifies a run in results and reports: start, mode, loss, seed, threshold rule."""
+    return {
+        "start": cfg.backbone.weights,
+        "mode": cfg.mode,
+        "loss": cfg.loss.name,
+        "seed": cfg.seed,
+        "threshold": cfg.threshold,
+    }
 
 
 def run_finetune(
@@ -636,11 +643,7 @@ def evaluate_shards(checkpoint: str | Path, shards: str | Path, out: str | Path 
     )
     result = {
         "heads": heads,
-        "start": cfg.backbone.weights,
-        "mode": cfg.mode,
-        "loss": cfg.loss.name,
-        "seed": cfg.seed,
-        "threshold": cfg.threshold,
+        **_run_fields(cfg),
         "checkpoint": str(checkpoint),
         "shards": str(shards),
     }
