@@ -36,6 +36,7 @@ FINETUNE = [  # the fine-tuning settings of configs/finetune/finetune_sample.yam
     "optimizer.lr=0.001",
     "optimizer.encoder_lr_mult=0.1",
     "optimizer.encoder_warmup_epochs=1",
+    "optimizer.encoder_frozen_epochs=5",
     "data.augment=true",
     "data.num_workers=2",
 ]
@@ -147,7 +148,7 @@ def main() -> int:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--modes", default="linear,finetune")
     p.add_argument("--linear-epochs", type=int, default=30)
-    p.add_argument("--finetune-epochs", type=int, default=5)
+    p.add_argument("--finetune-epochs", type=int, default=15)
     p.add_argument("--sample", default="shards/sample")
     p.add_argument("--out", default="runs/bench/finetune_sample")
     p.add_argument("--result", default=str(RESULT), help="markdown summary to write")

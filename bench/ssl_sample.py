@@ -121,6 +121,8 @@ def train_method(method: str, args: argparse.Namespace) -> tuple[PretrainConfig,
     ]
     if args.max_steps is not None:
         overrides.append(f"trainer.max_steps={args.max_steps}")
+    if args.seed is not None:
+        overrides.append(f"trainer.seed={args.seed}")
     cfg = load_config(
         PretrainConfig, ROOT / "configs" / "pretrain" / f"{method}_sample.yaml", overrides
     )
@@ -145,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=3.0, help="training budget per method")
     p.add_argument("--max-steps", type=int, default=None, help="override the configs' max_steps")
     p.add_argument("--heads", default="substrate:3,biota:2", help="head:depth pairs to probe")
+    p.add_argument(
+        "--seed", type=int, default=None, help="pretraining seed (default: the recipe's)"
+    )
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_ssl_sample")
     p.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "ssl_sample.md")
     p.add_argument(
@@ -186,6 +191,7 @@ def render(rows: list, args: argparse.Namespace) -> str:
         "",
         f"Command: `python bench/ssl_sample.py --minutes {args.minutes} --methods {args.methods}"
         + (f" --max-steps {args.max_steps}" if args.max_steps is not None else "")
+        + (f" --seed {args.seed}" if args.seed is not None else "")
         + (f" --heads {args.heads} --out {args.out}" + (" --reuse" if args.reuse else ""))
         + "`  ",
         f"Machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}. "

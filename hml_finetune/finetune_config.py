@@ -133,13 +133,18 @@ class LossConfig:
 class OptimizerConfig:
     """AdamW; the encoder (finetune mode) gets lr * encoder_lr_mult and its own linear warm-up over
     `encoder_warmup_epochs` (None: `warmup_epochs`, the heads' warm-up); then cosine decay to
-    lr * min_lr_ratio. The schedule steps per optimiser step. Biases and norms get no weight decay."""
+    lr * min_lr_ratio. The schedule steps per optimiser step. Biases and norms get no weight decay.
+
+    `encoder_frozen_epochs` (finetune mode): the encoder is held fixed (no gradients, BN statistics
+    frozen) for the first epochs while the heads train, and its warm-up starts after them. This is
+    LP-FT (Kumar et al. 2022): random heads' early gradients otherwise distort pretrained features."""
 
     lr: float = 1e-3
     weight_decay: float = 1e-4
     encoder_lr_mult: float = 0.1
     warmup_epochs: float = 0.0
     encoder_warmup_epochs: float | None = None
+    encoder_frozen_epochs: float = 0.0
     min_lr_ratio: float = 0.01
 
 
@@ -209,6 +214,14 @@ class FinetuneConfig:
             raise ValueError(f"encoder_noise {self.encoder_noise} must be in [0, 1]")
         if not 0.0 < self.train_fraction <= 1.0:
             raise ValueError(f"train_fraction {self.train_fraction} must be in (0, 1]")
+        o = self.optimizer
+        if o.encoder_frozen_epochs < 0 or o.warmup_epochs < 0 or (o.encoder_warmup_epochs or 0) < 0:
+            raise ValueError("optimizer warm-up and frozen epochs must be >= 0")
+        if o.encoder_frozen_epochs >= self.trainer.max_epochs and self.mode == "finetune":
+            raise ValueError(
+                f"optimizer.encoder_frozen_epochs {o.encoder_frozen_epochs} leaves no epoch of "
+                f"fine-tuning in trainer.max_epochs {self.trainer.max_epochs}; use mode: linear"
+            )
         self.heads.validate()
         if self.heads.n_heads < 1:
             raise ValueError(f"heads.n_heads must be >= 1, got {self.heads.n_heads}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -281,13 +281,53 @@ def run_seed(
     device: str = "cpu",
 ) -> dict:
     """Train one seed and score it on the test split: one flat result row."""
+    return run_seed_thresholds(
+        data_dir, dataset, settings, seed, [settings.threshold], progress, device
+    )[0]
+
+
+def run_seed_thresholds(
+    data_dir: str | Path,
+    dataset: str,
+    settings: HMCSettings,
+    seed: int,
+    thresholds: list[str],
+    progress: bool = True,
+    device: str = "cpu",
+) -> list[dict]:
+    """Train one seed once and score it under each threshold rule: one row per rule.
+
+    The rules must share a protocol (all fixed or all tuned), since that decides whether the
+    model trains on train+valid or on train alone. `seconds` is the shared time for every row.
+    """
+    variants = [replace(settings, threshold=t) for t in thresholds]
+    if len({v.tuned for v in variants}) != 1:
+        raise ValueError(
+            f"thresholds {thresholds} mix fixed and tuned rules; train them separately"
+        )
     start = time.perf_counter()
     splits = load_splits(data_dir, dataset, merge_valid=not settings.tuned, seed=seed)
     splits = splits.to(resolve_device(device))
     model = train_model(splits, settings, dataset, seed, progress)
-    threshold = choose_threshold(settings, splits, model)
     probs = predict(model, splits.x_test).cpu()
     mask = train_mask(splits, len(probs))
+    rows = [_score_row(variant, splits, model, probs, mask, dataset, seed) for variant in variants]
+    for row in rows:
+        row["seconds"] = round(time.perf_counter() - start, 1)
+    return rows
+
+
+def _score_row(
+    settings: HMCSettings,
+    splits: HMCSplits,
+    model: EnsembleHeads,
+    probs: torch.Tensor,
+    mask: torch.Tensor,
+    dataset: str,
+    seed: int,
+) -> dict:
+    """One flat result row: test scores at the threshold this settings' rule picks."""
+    threshold = choose_threshold(settings, splits, model)
     scores = evaluate(probs, splits.y_test.cpu(), mask, splits.hierarchy, threshold, splits.exclude)
     per_depth = scores.pop("per_depth")
     row = {"dataset": dataset, "seed": seed, **asdict(settings)}
@@ -302,7 +342,6 @@ def run_seed(
         row[f"recall_d{depth}"] = vals["recall_micro"]
         row[f"f1_d{depth}"] = vals["f1_micro"]
     row["published_au_prc"] = PUBLISHED_AUPRC.get(dataset, math.nan)
-    row["seconds"] = round(time.perf_counter() - start, 1)
     return row
 
 

@@ -142,6 +142,7 @@ class HMLModel(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.frozen = frozen
+        self.encoder_paused = False  # finetune mode, first epochs: heads only (see HMLModule)
         dim = feature_dim(backbone)
         self.heads = nn.ModuleDict(
             {
@@ -163,15 +164,17 @@ class HMLModel(nn.Module):
             self.backbone.eval()
 
     def train(self, mode: bool = True) -> HMLModel:
-        """As nn.Module.train, but a frozen backbone stays in eval (BN statistics never update)."""
+        """As nn.Module.train, but a frozen or paused backbone stays in eval (BN statistics never
+        update)."""
         super().train(mode)
-        if self.frozen:
+        if self.frozen or self.encoder_paused:
             self.backbone.eval()
         return self
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Pooled backbone features (B, D); no autograd graph when frozen."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+        """Pooled backbone features (B, D); no autograd graph when frozen or paused."""
+        trainable = not (self.frozen or self.encoder_paused)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and trainable):
             return self.backbone(images)
 
     def head_modules(self) -> nn.ModuleList:

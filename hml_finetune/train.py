@@ -204,10 +204,18 @@ def _param_groups(module: nn.Module, lr: float, wd: float) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
-def _lr_factor(step: int, total: int, warmup: int, floor: float) -> float:
-    """Linear warm-up over `warmup` steps, then cosine decay from 1 to `floor` at `total` steps."""
+def _lr_factor(step: int, total: int, warmup: int, floor: float, delay: int = 0) -> float:
+    """0 for the first `delay` steps; then linear warm-up over `warmup` steps and cosine decay
+    from 1 to `floor` at `total` steps (the schedule's clock starts after the delay)."""
+    if step < delay:
+        return 0.0
     return cosine_warmup_schedule(
-        min(step, total), total, 1.0, floor, warmup_steps=warmup, warmup_start_value=0.0
+        min(step - delay, total - delay),
+        total - delay,
+        1.0,
+        floor,
+        warmup_steps=warmup,
+        warmup_start_value=0.0,
     )
 
 
@@ -297,10 +305,17 @@ class HMLModule(pl.LightningModule):
         if self.loader is not None:  # after a resume, continue the loader's epoch sequence
             self.loader.set_epoch(self.current_epoch)
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """LP-FT: hold the encoder (no gradients, BN in eval) for its first `frozen_steps`."""
+        paused = self.global_step < getattr(self, "frozen_steps", 0)
+        if paused != self.model.encoder_paused:
+            self.model.encoder_paused = paused
+            self.model.train()
+
     def configure_optimizers(self) -> dict:
         o, model = self.cfg.optimizer, self.model
         groups = _param_groups(model.head_modules(), o.lr, o.weight_decay)
-        warm = [o.warmup_epochs] * len(groups)
+        warm, n_head = [o.warmup_epochs] * len(groups), len(groups)
         if not model.frozen:
             enc = _param_groups(model.backbone, o.lr * o.encoder_lr_mult, o.weight_decay)
             enc_warm = (
@@ -310,14 +325,17 @@ class HMLModule(pl.LightningModule):
         opt = torch.optim.AdamW(groups, lr=o.lr)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         per_epoch = total / max(1, self.trainer.max_epochs or 1)
+        self.frozen_steps = 0 if model.frozen else round(o.encoder_frozen_epochs * per_epoch)
+        delays = [0 if i < n_head else self.frozen_steps for i in range(len(groups))]
         lambdas = [
             partial(
                 _lr_factor,
                 total=total,
-                warmup=min(total - 1, round(w * per_epoch)),
+                warmup=max(0, min(total - 1 - d, round(w * per_epoch))),
                 floor=o.min_lr_ratio,
+                delay=d,
             )
-            for w in warm
+            for w, d in zip(warm, delays, strict=True)
         ]
         sched = LambdaLR(opt, lambdas)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
@@ -342,6 +360,27 @@ def _align(split: LabelledSplit, keys: list[str]) -> LabelledSplit:
     return split.subset([where[k] for k in keys])
 
 
+def _device_count(devices: int | str, accelerator: str) -> int:
+    """How many processes per node `devices` asks for ('auto' / -1: every visible GPU, else 1)."""
+    text = str(devices).strip()
+    if text in ("auto", "-1"):
+        gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+        return torch.cuda.device_count() if gpu else 1
+    return len([d for d in text.strip("[]").split(",") if d.strip()]) if "," in text else int(text)
+
+
+def resolve_strategy(cfg: FinetuneConfig) -> str:
+    """`trainer.strategy`, except that LP-FT under DDP needs `find_unused_parameters`: while the
+    encoder is held, its parameters get no gradient and plain DDP would wait for them forever."""
+    t = cfg.trainer
+    lpft = cfg.mode == "finetune" and cfg.optimizer.encoder_frozen_epochs > 0
+    multi = t.num_nodes > 1 or _device_count(t.devices, t.accelerator) > 1
+    if lpft and multi and t.strategy in ("auto", "ddp", "ddp_spawn"):
+        spawn = "_spawn" if t.strategy == "ddp_spawn" else ""
+        return f"ddp{spawn}_find_unused_parameters_true"
+    return t.strategy
+
+
 def build_trainer(cfg: FinetuneConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> pl.Trainer:
     """Trainer from `trainer.*`: last.ckpt every N epochs and at the end, CSV (+TensorBoard) logs."""
     t, out = cfg.trainer, Path(cfg.output_dir)
@@ -358,7 +397,7 @@ def build_trainer(cfg: FinetuneConfig, extra_callbacks: Sequence[pl.Callback] = 
         accelerator=t.accelerator,
         devices=t.devices,
         num_nodes=t.num_nodes,
-        strategy=t.strategy,
+        strategy=resolve_strategy(cfg),
         precision=t.precision,
         max_epochs=t.max_epochs,
         log_every_n_steps=t.log_every_n_steps,

@@ -18,9 +18,10 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
-from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
 from ssl_benthic.config import ConfigError, load_config, save_config
+from ssl_benthic.data.manifest import load_manifest, manifest_folders
 from ssl_benthic.data.reader import ShardLoader, make_loader
 from ssl_benthic.methods import get_method
 from ssl_benthic.methods.base import SSLMethod, eval_transform
@@ -207,6 +208,31 @@ def _write_config(cfg: PretrainConfig) -> None:
     save_config(cfg, Path(cfg.output_dir) / "config.yaml")
 
 
+def check_queue_size(cfg: PretrainConfig) -> str | None:
+    """A warning when a memory bank (MoCo v2's queue) holds keys of half the images or more:
+    the queue then holds keys of the query's own image, pushed away as negatives, which slows or
+    stops learning on small datasets. Returns the message (None when fine or unknown)."""
+    params = get_method(cfg.method.name).Params(**cfg.method.params)
+    bank = getattr(params, "memory_bank_size", 0)
+    try:
+        folders = manifest_folders(cfg.data.shards)
+        images = sum(load_manifest(f)["num_samples"] for f in folders)
+    except (OSError, ValueError, TypeError):
+        return None
+    if not bank or not folders or bank < images // 2:
+        return None
+    return (
+        f"method.params.memory_bank_size {bank} is at least half the {images} images in "
+        f"{cfg.data.shards}: the queue holds keys of each query's own image as negatives. "
+        f"Use a queue well below the dataset size (e.g. memory_bank_size={_queue_hint(images)})."
+    )
+
+
+def _queue_hint(images: int) -> int:
+    """The largest power of two at most a quarter of the dataset (at least 64)."""
+    return max(64, 1 << max(0, (images // 4).bit_length() - 1))
+
+
 def pretrain(
     cfg: PretrainConfig,
     resume: str | Path | None = None,
@@ -219,6 +245,8 @@ def pretrain(
     cfg.validate()
     ckpt = resolve_resume(cfg, resume)
     pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+    if (message := check_queue_size(cfg)) is not None:
+        rank_zero_warn(message)
     method_cls = get_method(cfg.method.name)
     model = method_cls(cfg)
     data = ShardDataModule(cfg, method_cls.build_transform(cfg.transform))

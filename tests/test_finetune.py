@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import timm
 import torch
 from safetensors.torch import save_file
@@ -27,9 +28,11 @@ from hml_finetune.model import NOISE_STREAM, HMLModel, build_backbone
 from hml_finetune.train import (
     HMLModule,
     TrainData,
+    _lr_factor,
     build_losses,
     evaluate_shards,
     load_finetuned,
+    resolve_strategy,
     run_finetune,
 )
 from ssl_benthic.backbones import BackboneError
@@ -174,6 +177,102 @@ def test_finetune_trains_encoder_on_a_fraction_and_resumes(shards, tmp_path):
     with open(tmp_path / "ft" / "logs" / "version_1" / "metrics.csv") as fh:
         steps = [int(row["step"]) for row in csv.DictReader(fh)]
     assert min(steps) == 18 // 8  # the resumed run started after the first epoch's steps
+
+
+class _Snapshots(pl.Callback):
+    """Backbone and head state (weights and BN statistics) at the end of each training epoch."""
+
+    def __init__(self) -> None:
+        self.backbone: list[dict] = []
+        self.heads: list[dict] = []
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        copy = lambda m: {k: v.detach().clone() for k, v in m.state_dict().items()}  # noqa: E731
+        self.backbone.append(copy(module.model.backbone))
+        self.heads.append(copy(module.model.heads))
+
+
+def test_lpft_holds_the_encoder_for_its_frozen_epochs_then_trains_it(shards, tmp_path):
+    cfg = make_cfg(
+        shards, tmp_path / "lpft", "mode=finetune", "trainer.max_epochs=2",
+        "optimizer.encoder_frozen_epochs=1",
+    )  # fmt: skip
+    start = fresh_backbone(cfg).state_dict()
+    snaps = _Snapshots()
+    run_finetune(cfg, callbacks=[snaps])
+    same = lambda a, b: all(torch.equal(a[k], b[k]) for k in a)  # noqa: E731
+    # epoch 1: weights AND running BN statistics untouched; the heads moved
+    assert same(snaps.backbone[0], start)
+    assert not same(snaps.heads[1], snaps.heads[0])
+    # epoch 2: the encoder trains (weights and BN statistics change)
+    moved = [k for k in start if not torch.equal(snaps.backbone[1][k], start[k])]
+    assert any(k.endswith("running_mean") for k in moved) and "conv1.0.weight" in moved
+
+
+class _RecordRank(pl.Callback):
+    """Per rank (ddp_spawn children): the shards read and the final weights, written to `out`."""
+
+    def __init__(self, out: Path) -> None:
+        self.out, self.urls = out, set()
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        epoch = trainer.current_epoch  # shards are dealt to ranks afresh every epoch
+        if isinstance(batch[1], list):  # images + metas (cached features carry no metas)
+            self.urls |= {f"{epoch}:{Path(m['__url__']).name}" for m in batch[1]}
+        else:
+            self.urls |= {f"{epoch}:{float(batch[0].sum()):.6f}"}
+
+    def on_train_end(self, trainer, module) -> None:
+        r = trainer.global_rank
+        (self.out / f"urls{r}.json").write_text(json.dumps(sorted(self.urls)))
+        params = {k: v.detach().cpu() for k, v in module.model.named_parameters()}
+        torch.save(params, self.out / f"state{r}.pt")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["finetune", "linear"])
+def test_two_ddp_processes(shards, tmp_path, mode):
+    """Stage 2 under DDP (gloo, CPU): ranks read disjoint shards (finetune) or disjoint batches of
+    cached features (linear), end with identical weights, and LP-FT's held encoder does not stall
+    DDP's gradient reduction. (BN running statistics are rank 0's at each forward, as DDP
+    broadcasts buffers; SyncBatchNorm is GPU-only.)"""
+    out = tmp_path / "ddp"
+    lpft = ["optimizer.encoder_frozen_epochs=1"] if mode == "finetune" else []
+    cfg = make_cfg(
+        shards, out, f"mode={mode}", "trainer.devices=2", "trainer.strategy=ddp_spawn",
+        "trainer.max_epochs=2", "data.batch_size=4", "data.shuffle=true", *lpft,
+    )  # fmt: skip
+    out.mkdir(parents=True)
+    result = run_finetune(cfg, callbacks=[_RecordRank(out)])
+    assert set(result["heads"]) >= {"biota", "substrate"}
+    urls = [set(json.loads((out / f"urls{r}.json").read_text())) for r in (0, 1)]
+    assert urls[0] and urls[1] and not urls[0] & urls[1]
+    s0, s1 = (torch.load(out / f"state{r}.pt", weights_only=True) for r in (0, 1))
+    assert [k for k in s0 if not torch.equal(s0[k], s1[k])] == []
+    if mode == "finetune":
+        start = fresh_backbone(cfg).state_dict()
+        assert not torch.equal(s0["backbone.conv1.0.weight"], start["conv1.0.weight"])
+
+
+def test_lr_schedule_delays_the_encoder_by_its_frozen_steps():
+    # 10 steps, encoder frozen for 4, then lightly's warm-up over 2 (reaching 1 at its end) and
+    # cosine (1 + cos(pi i / 3)) / 2 from 1 to floor 0 over the last 4 steps
+    factors = [_lr_factor(s, total=10, warmup=2, floor=0.0, delay=4) for s in range(10)]
+    assert factors == pytest.approx([0, 0, 0, 0, 0.5, 1.0, 1.0, 0.75, 0.25, 0.0])
+    heads = [_lr_factor(s, total=10, warmup=2, floor=0.0) for s in range(3)]
+    assert heads == pytest.approx([0.5, 1.0, 1.0])  # no delay: the same clock from step 0
+
+
+def test_lpft_under_ddp_finds_unused_parameters(shards, tmp_path):
+    cfg = make_cfg(shards, tmp_path, "mode=finetune", "optimizer.encoder_frozen_epochs=1")
+    assert resolve_strategy(cfg) == "auto"  # one device: no DDP
+    two = make_cfg(shards, tmp_path, "mode=finetune", "optimizer.encoder_frozen_epochs=1",
+                   "trainer.devices=2")  # fmt: skip
+    assert resolve_strategy(two) == "ddp_find_unused_parameters_true"
+    plain = make_cfg(shards, tmp_path, "mode=finetune", "trainer.devices=2")
+    assert resolve_strategy(plain) == "auto"
+    with pytest.raises(ValueError, match="encoder_frozen_epochs 3"):
+        make_cfg(shards, tmp_path, "mode=finetune", "optimizer.encoder_frozen_epochs=3").validate()
 
 
 # ----------------------------------------------------------------------------- gradients

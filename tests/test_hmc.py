@@ -5,6 +5,7 @@ of it (same header). The MCLoss check re-implements the published C-HMCNN code (
 `get_constr_out` in float64, BCELoss on the `to_eval` columns) and compares it with our loss.
 """
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from hml_finetune.hmc import (
     load_splits,
     parse_seeds,
     run_seed,
+    run_seed_thresholds,
     run_tag,
     train_mask,
 )
@@ -222,6 +224,18 @@ def test_run_seed_weighted_and_focal_with_tuned_thresholds(data_dir):
     assert row2["protocol"] == "train->valid tune" and row2["heads"] == 2
     assert round(row2["threshold_value"], 2) == row2["threshold_value"]  # a grid value
     assert row2["au_prc"] != row["au_prc"]
+
+
+def test_one_training_scores_several_threshold_rules_as_separate_runs_would(data_dir):
+    mcloss = HMCSettings(threshold="global", epochs=1)
+    both = run_seed_thresholds(data_dir, "spo_FUN", mcloss, 2, ["global", "per-node"], False)
+    alone = run_seed(data_dir, "spo_FUN", replace(mcloss, threshold="per-node"), 2, False)
+    assert [r["threshold"] for r in both] == ["global", "per-node"]
+    assert both[0]["au_prc"] == both[1]["au_prc"] == alone["au_prc"]  # one model
+    assert both[1]["macro_f1"] == alone["macro_f1"]
+    assert both[1]["threshold_value"] == alone["threshold_value"] != both[0]["threshold_value"]
+    with pytest.raises(ValueError, match="mix fixed and tuned"):
+        run_seed_thresholds(data_dir, "spo_FUN", mcloss, 2, ["0.5", "global"], False)
 
 
 def test_settings_validate():

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from ssl_fixtures import make_shards, tiny_config
+from ssl_fixtures import TINY_PARAMS, make_shards, tiny_config
 
 from ssl_benthic.config import ConfigError
 from ssl_benthic.methods.mocov2 import MoCoV2
-from ssl_benthic.train import pretrain
+from ssl_benthic.train import check_queue_size, pretrain
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +123,15 @@ def test_ddp_two_cpu_processes(shards: Path, tmp_path: Path) -> None:
     assert urls[0] and urls[1] and not urls[0] & urls[1]
     p0, p1 = (torch.load(out / f"params{r}.pt", weights_only=True) for r in (0, 1))
     assert _differing(p0, p1) == []  # students, teachers and (MoCo) the gathered queue
+
+
+def test_a_queue_as_large_as_the_dataset_is_warned_about(shards: Path, tmp_path: Path) -> None:
+    # 32 images: a queue of 16 keys or more holds the query's own image as a negative
+    def moco(bank: int):
+        params = {**TINY_PARAMS["mocov2"], "memory_bank_size": bank}
+        return tiny_config("mocov2", shards, tmp_path, method={"name": "mocov2", "params": params})
+
+    message = check_queue_size(moco(16))
+    assert message is not None and "memory_bank_size 16" in message and "32 images" in message
+    assert check_queue_size(moco(8)) is None
+    assert check_queue_size(tiny_config("byol", shards, tmp_path)) is None  # no queue
