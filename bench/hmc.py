@@ -44,7 +44,7 @@ ROWS: dict[str, dict] = {
 }
 BASELINES = ("mcloss@0.5", "mcloss@tuned")
 PUBLISHED = "reference@0.5"  # the published method (C-HMCNN + node weights on negatives)
-DEFAULT = "mcloss@per-node"  # the toolkit's default: `hml-finetune hmc` and stage-2 configs
+DEFAULT = "mcloss@per-node"  # the toolkit's default: what `hml-finetune hmc` runs without flags
 
 
 def _training_key(row: str) -> tuple:

@@ -170,7 +170,8 @@ class TrainerConfig:
 class FinetuneConfig:
     """One stage-2 run: a starting point, a mode, a loss, a seed.
 
-    `threshold`: "0.5" (or any number in (0, 1)), "global" or "per-node" (tuned on the val split).
+    `threshold`: "per-node" (default; one per node tuned on the val split, global for nodes with few
+    val positives), "global" (one tuned on val) or a number in (0, 1) such as "0.5".
     `encoder_noise` alpha: w = (1 - alpha) w + alpha w_random after the weights are loaded.
     `train_fraction`: a seeded subset of the training split, stratified by head and depth.
     """
@@ -180,7 +181,7 @@ class FinetuneConfig:
     data: DataConfig = field(default_factory=DataConfig)
     heads: HeadsConfig = field(default_factory=HeadsConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    threshold: str | float = "0.5"
+    threshold: str | float = "per-node"
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     cache_features: bool = True

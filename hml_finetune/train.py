@@ -245,6 +245,7 @@ class HMLModule(pl.LightningModule):
         self.head_names = list(hierarchies)
         self.singles: dict[str, list[str]] = dict(model.single) if model is not None else {}
         self.loader: SeededEpochs | None = None
+        self.frozen_steps = 0  # LP-FT: optimiser steps the encoder is held (configure_optimizers)
 
     def compute_loss(
         self,
@@ -307,7 +308,7 @@ class HMLModule(pl.LightningModule):
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """LP-FT: hold the encoder (no gradients, BN in eval) for its first `frozen_steps`."""
-        paused = self.global_step < getattr(self, "frozen_steps", 0)
+        paused = self.global_step < self.frozen_steps
         if paused != self.model.encoder_paused:
             self.model.encoder_paused = paused
             self.model.train()

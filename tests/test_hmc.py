@@ -251,19 +251,25 @@ def test_cli_writes_csv_and_markdown(data_dir, tmp_path):
     out = tmp_path / "out"
     args = ["hmc", "--data-dir", str(data_dir), "--dataset", "spo_FUN", "--epochs", "1"]
     assert hml_main([*args, "--seeds", "0-1", "--out", str(out)]) == 0
-    lines = (out / "spo_FUN_mcloss_e1_0.5.csv").read_text().splitlines()
+    lines = (out / "spo_FUN_mcloss_e1_per-node.csv").read_text().splitlines()
     header = lines[0].split(",")
     assert len(lines) == 3 and "au_prc" in header and "protocol" in header
     seeds = [line.split(",")[header.index("seed")] for line in lines[1:]]
     assert seeds == ["0", "1"]
-    md = (out / "spo_FUN_mcloss_e1_0.5.md").read_text()
+    # the default: MCLoss, per-node thresholds tuned on valid after training on train only
+    assert {line.split(",")[header.index("protocol")] for line in lines[1:]} == {
+        "train->valid tune"
+    }
+    md = (out / "spo_FUN_mcloss_e1_per-node.md").read_text()
     assert "| spo_FUN | 2 |" in md and "0.215" in md
-    # a different placement must not overwrite the first run's files
-    assert (
-        hml_main([*args, "--loss", "weighted", "--placement", "negative", "--out", str(out)]) == 0
-    )
+    # the published protocol, and a different placement, must not overwrite the first run's files
+    published = [*args, "--threshold", "0.5", "--out", str(out)]
+    assert hml_main([*published, "--loss", "weighted", "--placement", "negative"]) == 0
     csvs = sorted(p.name for p in out.glob("*.csv"))
-    assert csvs == ["spo_FUN_mcloss_e1_0.5.csv", "spo_FUN_weighted_class-wise_negative_e1_0.5.csv"]
+    assert csvs == [
+        "spo_FUN_mcloss_e1_per-node.csv",
+        "spo_FUN_weighted_class-wise_negative_e1_0.5.csv",
+    ]
 
 
 def test_run_tag_names_every_setting_that_changes_the_run():
