@@ -250,13 +250,14 @@ def predict(model: EnsembleHeads, x: torch.Tensor, batch: int = 4096) -> torch.T
 
 
 def choose_threshold(
-    settings: HMCSettings, splits: HMCSplits, model: EnsembleHeads
+    settings: HMCSettings, splits: HMCSplits, valid_probs: torch.Tensor | None
 ) -> float | torch.Tensor:
-    """The fixed threshold, or one tuned on the validation split (global or per node)."""
+    """The fixed threshold, or one tuned on the validation split's predictions `valid_probs`
+    (global or per node)."""
     if not settings.tuned:
         return float(settings.threshold)
-    assert splits.x_valid is not None and splits.y_valid is not None
-    probs = predict(model, splits.x_valid).cpu()
+    assert valid_probs is not None and splits.y_valid is not None
+    probs = valid_probs
     y_valid = splits.y_valid.cpu()
     mask = train_mask(splits, len(probs))
     cols = eval_columns(splits.hierarchy, splits.exclude)
@@ -311,7 +312,8 @@ def run_seed_thresholds(
     model = train_model(splits, settings, dataset, seed, progress)
     probs = predict(model, splits.x_test).cpu()
     mask = train_mask(splits, len(probs))
-    rows = [_score_row(variant, splits, model, probs, mask, dataset, seed) for variant in variants]
+    valid = predict(model, splits.x_valid).cpu() if settings.tuned else None  # once for all rules
+    rows = [_score_row(variant, splits, valid, probs, mask, dataset, seed) for variant in variants]
     for row in rows:
         row["seconds"] = round(time.perf_counter() - start, 1)
     return rows
@@ -320,14 +322,14 @@ def run_seed_thresholds(
 def _score_row(
     settings: HMCSettings,
     splits: HMCSplits,
-    model: EnsembleHeads,
+    valid_probs: torch.Tensor | None,
     probs: torch.Tensor,
     mask: torch.Tensor,
     dataset: str,
     seed: int,
 ) -> dict:
     """One flat result row: test scores at the threshold this settings' rule picks."""
-    threshold = choose_threshold(settings, splits, model)
+    threshold = choose_threshold(settings, splits, valid_probs)
     scores = evaluate(probs, splits.y_test.cpu(), mask, splits.hierarchy, threshold, splits.exclude)
     per_depth = scores.pop("per_depth")
     row = {"dataset": dataset, "seed": seed, **asdict(settings)}

@@ -21,7 +21,7 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
 from ssl_benthic.config import ConfigError, load_config, save_config
-from ssl_benthic.data.manifest import load_manifest, manifest_folders
+from ssl_benthic.data.manifest import load_manifest
 from ssl_benthic.data.reader import ShardLoader, make_loader
 from ssl_benthic.methods import get_method
 from ssl_benthic.methods.base import SSLMethod, eval_transform
@@ -214,12 +214,11 @@ def check_queue_size(cfg: PretrainConfig) -> str | None:
     stops learning on small datasets. Returns the message (None when fine or unknown)."""
     params = get_method(cfg.method.name).Params(**cfg.method.params)
     bank = getattr(params, "memory_bank_size", 0)
-    try:
-        folders = manifest_folders(cfg.data.shards)
-        images = sum(load_manifest(f)["num_samples"] for f in folders)
+    try:  # the count the reader uses for an epoch (one shard folder with a manifest)
+        images = load_manifest(cfg.data.shards)["num_samples"]
     except (OSError, ValueError, TypeError):
         return None
-    if not bank or not folders or bank < images // 2:
+    if not bank or bank < images // 2:
         return None
     return (
         f"method.params.memory_bank_size {bank} is at least half the {images} images in "
