@@ -4,7 +4,8 @@ Each (row, dataset, seed) run is appended to a JSONL file as it finishes, so an 
 benchmark resumes where it stopped and the table can be rendered from a partial set (missing
 cells are shown as such). Runs go to `--jobs` processes with one thread each: on CPU at batch
 size 4 that beats both one multi-threaded process and stacking models. Rows that differ only in
-the tuned threshold rule (`mcloss@tuned` and `mcloss@per-node`) share one training run.
+the threshold rule and refit (all the `mcloss@...` rows) share their trainings: at most one on
+train only and one on train+valid per (dataset, seed). `seconds` in a row is its job's time.
 
     python bench/hmc.py --jobs 2 --seeds 0-2                 # run what is missing, then the table
     python bench/hmc.py --report-only                        # only render bench/results/hmc.md
@@ -41,32 +42,37 @@ ROWS: dict[str, dict] = {
     "reference@tuned": dict(loss="weighted", placement="reference", threshold="global"),
     "mcloss@per-node": dict(loss="mcloss", threshold="per-node"),
     "reference@per-node": dict(loss="weighted", placement="reference", threshold="per-node"),
+    "negative@tuned": dict(
+        loss="weighted", placement="negative", counting="own", threshold="global"
+    ),
+    "negative@per-node": dict(
+        loss="weighted", placement="negative", counting="own", threshold="per-node"
+    ),
+    "mcloss@tuned+refit": dict(loss="mcloss", threshold="global", refit=True),
+    "mcloss@per-node+refit": dict(loss="mcloss", threshold="per-node", refit=True),
 }
 BASELINES = ("mcloss@0.5", "mcloss@tuned")
 PUBLISHED = "reference@0.5"  # the published method (C-HMCNN + node weights on negatives)
 DEFAULT = "mcloss@per-node"  # the toolkit's default: what `hml-finetune hmc` runs without flags
+CANDIDATES = (DEFAULT, "mcloss@per-node+refit")  # checked against the third target
 
 
 def _training_key(row: str) -> tuple:
-    """Rows with equal keys train the same model (same loss, same protocol) and differ only
-    in the threshold rule, so one training run scores them all."""
-    from hml_finetune.hmc import HMCSettings
-
-    settings = HMCSettings(**ROWS[row])
-    return (*sorted((k, v) for k, v in ROWS[row].items() if k != "threshold"), settings.tuned)
+    """Rows with equal keys share their trainings (same loss and weights) and differ only in the
+    threshold rule and refit, so one job (at most two trainings) scores them all."""
+    return tuple(sorted((k, v) for k, v in ROWS[row].items() if k not in ("threshold", "refit")))
 
 
 def _run(job: tuple[tuple[str, ...], str, int, str, int | None]) -> list[dict]:
-    """One training run in a worker process with a single thread; one result per row."""
+    """One job in a worker process with a single thread; one result per row."""
     import torch
 
     torch.set_num_threads(1)
-    from hml_finetune.hmc import HMCSettings, run_seed_thresholds
+    from hml_finetune.hmc import HMCSettings, run_seed_variants
 
     rows, dataset, seed, data_dir, epochs = job
-    settings = HMCSettings(**ROWS[rows[0]], epochs=epochs)
-    thresholds = [ROWS[row]["threshold"] for row in rows]
-    results = run_seed_thresholds(data_dir, dataset, settings, seed, thresholds, progress=False)
+    variants = [HMCSettings(**ROWS[row], epochs=epochs) for row in rows]
+    results = run_seed_variants(data_dir, dataset, variants, seed, progress=False)
     for row, result in zip(rows, results, strict=True):
         result["row"] = row
     return results
@@ -127,12 +133,31 @@ def _means(runs: list[dict], row: str, key: str, datasets: list[str]) -> dict[st
     return out
 
 
+def _candidate_target(runs: list[dict], row: str, datasets: list[str]) -> str:
+    """Third target for one candidate default: macro F1 above the tuned-threshold baseline on
+    at least 5 of 7 datasets, AU(PRC) at most 0.02 below it (and below mcloss@0.5, the reading
+    where the baseline is the published protocol's model)."""
+    base, tuned = BASELINES
+    fc, ft = _means(runs, row, "macro_f1", datasets), _means(runs, tuned, "macro_f1", datasets)
+    ac, at = _means(runs, row, "au_prc", datasets), _means(runs, tuned, "au_prc", datasets)
+    a0 = _means(runs, base, "au_prc", datasets)
+    pair = [d for d in fc if d in ft]
+    wins = [d for d in pair if fc[d] > ft[d]]
+    drop = max((at[d] - ac[d] for d in pair), default=float("nan"))
+    drop0 = max(((a0[d] - ac[d], d) for d in ac if d in a0), default=(float("nan"), "-"))
+    return (
+        f"- `{row}` beats {tuned} on macro F1: {len(wins)}/{len(pair)} (target 5 of 7); largest "
+        f"AU(PRC) drop against {tuned} {drop:+.4f}, against {base} {drop0[0]:+.4f} ({drop0[1]}) "
+        "(target <= 0.02)"
+    )
+
+
 def targets(runs: list[dict], datasets: list[str]) -> list[str]:
     """The issue's three targets, checked on seed means per dataset."""
-    base, tuned = BASELINES
-    auprc = _means(runs, base, "au_prc", datasets)
     from hml_finetune.hmc import PUBLISHED_AUPRC
 
+    base = BASELINES[0]
+    auprc = _means(runs, base, "au_prc", datasets)
     close = [d for d in auprc if abs(auprc[d] - PUBLISHED_AUPRC[d]) <= 0.015]
     r0, r1 = (
         _means(runs, base, "macro_recall", datasets),
@@ -142,22 +167,18 @@ def targets(runs: list[dict], datasets: list[str]) -> list[str]:
     both = [d for d in r1 if d in r0]
     doubled = [d for d in both if r1[d] >= 2 * r0[d]]
     higher = [d for d in both if f1[d] > f0[d]]
-    ft, fd = _means(runs, tuned, "macro_f1", datasets), _means(runs, DEFAULT, "macro_f1", datasets)
-    at, ad = _means(runs, tuned, "au_prc", datasets), _means(runs, DEFAULT, "au_prc", datasets)
-    pair = [d for d in fd if d in ft]
-    wins = [d for d in pair if fd[d] > ft[d]]
-    drop = max((at[d] - ad[d] for d in pair), default=float("nan"))
-    # against the published protocol, which also trains on valid
-    drop0 = max(((auprc[d] - ad[d], d) for d in ad if d in auprc), default=(float("nan"), "-"))
     return [
         "## Targets (seed means per dataset)",
         "",
         f"- {base} AU(PRC) within 0.015 of published: {len(close)}/{len(auprc)} datasets",
         f"- {PUBLISHED} doubles macro recall over {base}: {len(doubled)}/{len(both)} "
         f"(target 4 of 7); higher macro F1: {len(higher)}/{len(both)} (target 5 of 7)",
-        f"- default `{DEFAULT}` beats {tuned} on macro F1: {len(wins)}/{len(pair)} (target 5 of 7); "
-        f"largest AU(PRC) drop {drop:+.4f} (target <= 0.02); against {base}, which also trains on "
-        f"valid, the largest drop is {drop0[0]:+.4f} ({drop0[1]})",
+        *(
+            _candidate_target(runs, row, datasets)
+            for row in CANDIDATES
+            if _means(runs, row, "au_prc", datasets)
+        ),
+        f"- the default is `{DEFAULT}`",
     ]
 
 
@@ -167,14 +188,17 @@ def render(runs: list[dict], datasets: list[str], command: str) -> str:
 
     rows = [r for r in ROWS if any(x["row"] == r for x in runs)]
     out = [
-        "# HMC benchmark (FunCat)",
+        "# HMC benchmark ("
+        + ("FunCat" if all(d.endswith("_FUN") for d in datasets) else ", ".join(datasets))
+        + ")",
         "",
         f"Command: `{command}`",
         "",
         "Protocols: `@0.5` rows train on train+valid merged (C-HMCNN); `@tuned` rows train on",
         "train only and tune one global threshold (macro F1) on valid; `@per-node` rows tune one",
         "threshold per node on valid (nodes with < 5 valid positives fall back to the tuned global",
-        "one). Scores are on test.",
+        "one); `+refit` rows then train again on train+valid with the same seed and apply those",
+        "thresholds to that model (the `@0.5` rows' model). Scores are on test.",
         "",
         "## AU(PRC), mean ± std over seeds (published C-HMCNN in the header)",
         "",

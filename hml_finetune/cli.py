@@ -38,9 +38,21 @@ def _add_hmc(sub: argparse._SubParsersAction) -> None:
         help="per-node (default: tuned per node on valid, trained on train; best macro F1 in "
         "bench/hmc.py), global, or a number such as 0.5 (the published protocol: train+valid)",
     )
+    p.add_argument(
+        "--refit",
+        action="store_true",
+        help="with a tuned threshold: train again on train+valid (same seed) and apply the "
+        "thresholds to that model; the published protocol's AU(PRC), twice the training time",
+    )
     p.add_argument("--seeds", default="0", help="e.g. 0-4 or 0,3,7")
     p.add_argument("--epochs", type=int, default=None, help="override the protocol's epoch count")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="seeds trained at once, one process and one thread each (on CPU: one per core)",
+    )
     p.add_argument("--out", default="runs/hmc", help="folder for the CSV and the markdown summary")
     p.set_defaults(handler="hml_finetune.hmc:cli_hmc")
 

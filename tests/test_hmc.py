@@ -5,6 +5,7 @@ of it (same header). The MCLoss check re-implements the published C-HMCNN code (
 `get_constr_out` in float64, BCELoss on the `to_eval` columns) and compares it with our loss.
 """
 
+import csv
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from hml_finetune.hmc import (
     load_splits,
     parse_seeds,
     run_seed,
-    run_seed_thresholds,
+    run_seed_variants,
     run_tag,
     train_mask,
 )
@@ -226,22 +227,42 @@ def test_run_seed_weighted_and_focal_with_tuned_thresholds(data_dir):
     assert row2["au_prc"] != row["au_prc"]
 
 
-def test_one_training_scores_several_threshold_rules_as_separate_runs_would(data_dir):
-    mcloss = HMCSettings(threshold="global", epochs=1)
-    both = run_seed_thresholds(data_dir, "spo_FUN", mcloss, 2, ["global", "per-node"], False)
-    alone = run_seed(data_dir, "spo_FUN", replace(mcloss, threshold="per-node"), 2, False)
-    assert [r["threshold"] for r in both] == ["global", "per-node"]
-    assert both[0]["au_prc"] == both[1]["au_prc"] == alone["au_prc"]  # one model
-    assert both[1]["macro_f1"] == alone["macro_f1"]
-    assert both[1]["threshold_value"] == alone["threshold_value"] != both[0]["threshold_value"]
-    with pytest.raises(ValueError, match="mix fixed and tuned"):
-        run_seed_thresholds(data_dir, "spo_FUN", mcloss, 2, ["0.5", "global"], False)
+def test_variants_share_trainings_and_score_as_separate_runs_would(data_dir):
+    rules = [("global", False), ("per-node", False), ("0.5", False), ("per-node", True)]
+    variants = [HMCSettings(threshold=t, refit=r, epochs=1) for t, r in rules]
+    together = run_seed_variants(data_dir, "spo_FUN", variants, 2, False)
+    alone = [run_seed(data_dir, "spo_FUN", v, 2, False) for v in variants]
+    assert [r["threshold"] for r in together] == ["global", "per-node", "0.5", "per-node"]
+    for a, b in zip(together, alone, strict=True):
+        assert {k: v for k, v in a.items() if k != "seconds"} == {
+            k: v for k, v in b.items() if k != "seconds"
+        }
+    assert together[0]["au_prc"] == together[1]["au_prc"] != together[2]["au_prc"]  # two models
+    assert together[3]["au_prc"] == together[2]["au_prc"]  # the refit is the train+valid model
+    with pytest.raises(ValueError, match="differ in more than threshold and refit"):
+        run_seed_variants(data_dir, "spo_FUN", [variants[0], HMCSettings(loss="weighted")], 2)
+
+
+def test_refit_applies_thresholds_tuned_on_train_to_the_train_plus_valid_model(data_dir):
+    tuned = HMCSettings(threshold="per-node", epochs=1)
+    alone = run_seed(data_dir, "spo_FUN", tuned, 3, False)
+    refit = run_seed(data_dir, "spo_FUN", replace(tuned, refit=True), 3, False)
+    fixed = run_seed(data_dir, "spo_FUN", HMCSettings(epochs=1), 3, False)
+    assert refit["protocol"] == "train->valid tune; refit train+valid"
+    # the thresholds come from the train-only model, the scores from the train+valid one
+    assert refit["threshold_value"] == alone["threshold_value"] != 0.5
+    assert refit["au_prc"] == fixed["au_prc"] != alone["au_prc"]
+    assert refit["macro_f1"] != fixed["macro_f1"]
+    with pytest.raises(ValueError, match="refit needs a tuned threshold"):
+        run_seed(data_dir, "spo_FUN", HMCSettings(epochs=1, refit=True), 3, False)
 
 
 def test_settings_validate():
     HMCSettings(threshold="global").validate()
     with pytest.raises(ValueError, match="threshold"):
         HMCSettings(threshold="1.5").validate()
+    with pytest.raises(ValueError, match="not 'pernode'"):
+        HMCSettings(threshold="pernode").validate()
     with pytest.raises(ValueError, match="unknown loss"):
         HMCSettings(loss="focla").validate()
 
@@ -265,11 +286,29 @@ def test_cli_writes_csv_and_markdown(data_dir, tmp_path):
     # the published protocol, and a different placement, must not overwrite the first run's files
     published = [*args, "--threshold", "0.5", "--out", str(out)]
     assert hml_main([*published, "--loss", "weighted", "--placement", "negative"]) == 0
+    assert hml_main([*args, "--refit", "--out", str(out)]) == 0
     csvs = sorted(p.name for p in out.glob("*.csv"))
     assert csvs == [
+        "spo_FUN_mcloss_e1_per-node-refit.csv",
         "spo_FUN_mcloss_e1_per-node.csv",
         "spo_FUN_weighted_class-wise_negative_e1_0.5.csv",
     ]
+    with pytest.raises(SystemExit, match="refit needs a tuned threshold"):
+        hml_main([*published, "--refit"])
+
+
+def test_cli_jobs_run_seeds_in_worker_processes_with_the_same_results(data_dir, tmp_path):
+    def rows(out: Path) -> list[dict]:
+        with (out / "spo_FUN_mcloss_e1_per-node.csv").open() as fh:
+            return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(fh)]
+
+    args = ["hmc", "--data-dir", str(data_dir), "--dataset", "spo_FUN", "--epochs", "1"]
+    args += ["--seeds", "4-5", "--device", "cpu"]
+    assert hml_main([*args, "--out", str(tmp_path / "one")]) == 0
+    assert hml_main([*args, "--jobs", "2", "--out", str(tmp_path / "two")]) == 0
+    sequential, parallel = rows(tmp_path / "one"), rows(tmp_path / "two")
+    assert [r["seed"] for r in parallel] == ["4", "5"]
+    assert parallel == sequential and parallel[0]["au_prc"] != parallel[1]["au_prc"]
 
 
 def test_run_tag_names_every_setting_that_changes_the_run():
@@ -287,6 +326,8 @@ def test_run_tag_names_every_setting_that_changes_the_run():
     assert run_tag("d", HMCSettings(loss="weighted", counting="own")) != run_tag(
         "d", HMCSettings(loss="weighted")
     )
+    refit = HMCSettings(threshold="per-node", refit=True)
+    assert run_tag("d", refit) == "d_mcloss_per-node-refit"
 
 
 def test_cli_missing_dataset_is_a_clear_error(data_dir, tmp_path):
