@@ -6,6 +6,7 @@ is always deeper than each of its parents); height is the longest path down to a
 
 from __future__ import annotations
 
+import warnings
 from collections import deque
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -243,6 +244,20 @@ def _find_cycle(left: set[str], parents: dict[str, list[str]]) -> list[str]:
     return cycle[::-1]
 
 
+def _unique_terms(terms: list[str], source: str) -> list[str]:
+    """The terms in first-seen order. A term written twice names the same node (or GO edge) twice,
+    as ImCLEF07D's header does (78 terms, 46 distinct): C-HMCNN's graph merges them, so do we."""
+    unique = list(dict.fromkeys(terms))
+    if len(unique) < len(terms):
+        repeated = sorted({t for t in terms if terms.count(t) > 1})
+        warnings.warn(
+            f"{source}: {len(terms) - len(unique)} repeated terms in the class hierarchy merged "
+            f"({len(unique)} distinct; e.g. {', '.join(map(repr, repeated[:3]))})",
+            stacklevel=3,
+        )
+    return unique
+
+
 def parse_arff_hierarchy(line: str, dag: bool | None = None, source: str = "") -> Hierarchy:
     """Parse `@ATTRIBUTE class hierarchical a,b,...`.
 
@@ -254,7 +269,7 @@ def parse_arff_hierarchy(line: str, dag: bool | None = None, source: str = "") -
     spec = line.split(None, 3)
     if len(spec) < 4 or spec[2].lower() != "hierarchical":
         raise ValueError(f"{source}: not a hierarchical class attribute: {line[:80]!r}")
-    terms = [t.strip() for t in spec[3].strip().split(",") if t.strip()]
+    terms = _unique_terms([t.strip() for t in spec[3].strip().split(",") if t.strip()], source)
     if dag is None:
         dag = "_GO" in Path(source).name or any(t.startswith("root/") for t in terms)
     if dag:
@@ -265,11 +280,9 @@ def parse_arff_hierarchy(line: str, dag: bool | None = None, source: str = "") -
                 raise ValueError(f"{source}: GO term {t!r} is not a 'parent/child' pair")
             edges.append((parts[0], parts[1]))
         return Hierarchy.from_edges(edges)
-    nodes: dict[str, None] = {"root": None}
-    for t in terms:
-        if t in nodes:
-            raise ValueError(f"{source}: duplicate node {t!r} in the class hierarchy")
-        nodes[t] = None
+    if "root" in terms:
+        raise ValueError(f"{source}: 'root' is added above the top level; do not list it")
+    nodes = dict.fromkeys(["root", *terms])
     edges_t: list[tuple[str, str]] = []
     for t in terms:
         parent = t.rsplit("/", 1)[0] if "/" in t else "root"

@@ -156,3 +156,22 @@ def test_go_dag_from_arff(tmp_path):
     assert h.roots == ["root"] and len(h) == 5
     assert set(h.parents["GO3"]) == {"GO1", "GO2"}
     assert h.depth["GO4"] == 3
+
+
+def test_arff_header_with_repeated_terms_merges_them_and_warns(tmp_path):
+    """ImCLEF07D writes some terms several times; they name one node each (C-HMCNN merges them)."""
+    path = tmp_path / "toy.arff"
+    header = (
+        "@RELATION toy\n@ATTRIBUTE f1 numeric\n@ATTRIBUTE class hierarchical {}\n@DATA\n1,2/1\n"
+    )
+    path.write_text(header.format("1,1/1,2,2/1,1,1/1,2/2,2"))
+    with pytest.warns(
+        UserWarning, match=r"toy\.arff: 3 repeated terms.*5 distinct.*'1', '1/1', '2'"
+    ):
+        h = Hierarchy.from_arff(path)
+    path.write_text(header.format("1,1/1,2,2/1,2/2"))
+    assert h.nodes == Hierarchy.from_arff(path).nodes
+    assert len(h) == 6 and h.parents["2/2"] == ["2"]
+    path.write_text(header.format("1,root,1/1"))
+    with pytest.raises(ValueError, match="'root' is added above the top level"):
+        Hierarchy.from_arff(path)
