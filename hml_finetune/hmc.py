@@ -459,7 +459,7 @@ def cli_hmc(args) -> int:
         omega=args.omega,
         threshold=args.threshold,
         epochs=args.epochs,
-        refit=args.refit,
+        refit=(args.threshold in ("global", "per-node")) if args.refit is None else args.refit,
     )
     try:
         settings.validate()

@@ -272,34 +272,34 @@ def test_cli_writes_csv_and_markdown(data_dir, tmp_path):
     out = tmp_path / "out"
     args = ["hmc", "--data-dir", str(data_dir), "--dataset", "spo_FUN", "--epochs", "1"]
     assert hml_main([*args, "--seeds", "0-1", "--out", str(out)]) == 0
-    lines = (out / "spo_FUN_mcloss_e1_per-node.csv").read_text().splitlines()
-    header = lines[0].split(",")
-    assert len(lines) == 3 and "au_prc" in header and "protocol" in header
-    seeds = [line.split(",")[header.index("seed")] for line in lines[1:]]
-    assert seeds == ["0", "1"]
-    # the default: MCLoss, per-node thresholds tuned on valid after training on train only
-    assert {line.split(",")[header.index("protocol")] for line in lines[1:]} == {
-        "train->valid tune"
-    }
-    md = (out / "spo_FUN_mcloss_e1_per-node.md").read_text()
+    with (out / "spo_FUN_mcloss_e1_per-node-refit.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["seed"] for r in rows] == ["0", "1"] and "au_prc" in rows[0]
+    # the default: MCLoss, per-node thresholds tuned on valid, applied to the train+valid refit
+    assert {r["protocol"] for r in rows} == {"train->valid tune; refit train+valid"}
+    md = (out / "spo_FUN_mcloss_e1_per-node-refit.md").read_text()
     assert "| spo_FUN | 2 |" in md and "0.215" in md
-    # the published protocol, and a different placement, must not overwrite the first run's files
+    # the published protocol, another placement, and no refit must not overwrite those files
     published = [*args, "--threshold", "0.5", "--out", str(out)]
     assert hml_main([*published, "--loss", "weighted", "--placement", "negative"]) == 0
-    assert hml_main([*args, "--refit", "--out", str(out)]) == 0
+    assert hml_main([*args, "--no-refit", "--out", str(out)]) == 0
     csvs = sorted(p.name for p in out.glob("*.csv"))
     assert csvs == [
         "spo_FUN_mcloss_e1_per-node-refit.csv",
         "spo_FUN_mcloss_e1_per-node.csv",
         "spo_FUN_weighted_class-wise_negative_e1_0.5.csv",
     ]
+    with (out / "spo_FUN_mcloss_e1_per-node.csv").open() as fh:
+        assert next(csv.DictReader(fh))["protocol"] == "train->valid tune"
+    with (out / "spo_FUN_weighted_class-wise_negative_e1_0.5.csv").open() as fh:
+        assert next(csv.DictReader(fh))["protocol"] == "train+valid"
     with pytest.raises(SystemExit, match="refit needs a tuned threshold"):
         hml_main([*published, "--refit"])
 
 
 def test_cli_jobs_run_seeds_in_worker_processes_with_the_same_results(data_dir, tmp_path):
     def rows(out: Path) -> list[dict]:
-        with (out / "spo_FUN_mcloss_e1_per-node.csv").open() as fh:
+        with (out / "spo_FUN_mcloss_e1_per-node-refit.csv").open() as fh:
             return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(fh)]
 
     args = ["hmc", "--data-dir", str(data_dir), "--dataset", "spo_FUN", "--epochs", "1"]
