@@ -247,7 +247,8 @@ def train_model(
     mask_row = train_mask(splits, 1).to(device)
     gen = torch.Generator().manual_seed(seed)
     n = len(splits.x_fit)
-    bar = tqdm(range(epochs), desc=f"{dataset} seed {seed}", disable=not progress, leave=False)
+    desc = f"{dataset} seed {seed} ({len(splits.x_fit)} samples)"
+    bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False)
     model.train()
     for _ in bar:
         order = torch.randperm(n, generator=gen).to(device)
