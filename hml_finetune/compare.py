@@ -17,6 +17,7 @@ import os
 import shlex
 import socket
 import traceback
+from collections import Counter
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -261,8 +262,10 @@ def run_compare(cfg: CompareConfig, *, command: str | None = None) -> Path:
             c.status, c.result = "missing", None
     report = dict(commands=_commands(cfg, command))
     todo = [c for c in cells if c.status == "missing"]
+    counts = Counter(c.status for c in cells)
     print(
-        f"[compare] {len(cells)} cells, {len(cells) - len(todo)} already settled, {len(todo)} to run"
+        f"[compare] {len(cells)} cells: {counts['done']} done before, "
+        f"{counts['skipped'] + counts['failed']} skipped or failed at setup, {len(todo)} to run"
     )
     try:
         for i, cell in enumerate(todo, 1):
