@@ -72,13 +72,14 @@ def grid_yaml(tmp: Path, **extra: Any) -> Path:
 
 
 def test_grid_end_to_end_reports_every_cell_and_resumes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the ImageNet start has no weights: skipped
     config = grid_yaml(tmp_path)
     out = tmp_path / "grid"
     rc = main(["compare", "--config", str(config), "seeds=[0]", f"output_dir={out}"])
     assert rc == 1  # the broken start failed
+    assert "8 cells: 0 done before, 2 skipped or failed at setup, 6 to run" in capsys.readouterr().out
     resolved = yaml.safe_load((out / "resolved_compare.yaml").read_text())
     assert resolved["seeds"] == [0] and resolved["output_dir"] == str(out)
 
