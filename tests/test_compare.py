@@ -79,7 +79,9 @@ def test_grid_end_to_end_reports_every_cell_and_resumes(
     out = tmp_path / "grid"
     rc = main(["compare", "--config", str(config), "seeds=[0]", f"output_dir={out}"])
     assert rc == 1  # the broken start failed
-    assert "8 cells: 0 done before, 2 skipped or failed at setup, 6 to run" in capsys.readouterr().out
+    assert (
+        "8 cells: 0 done before, 2 skipped or failed at setup, 6 to run" in capsys.readouterr().out
+    )
     resolved = yaml.safe_load((out / "resolved_compare.yaml").read_text())
     assert resolved["seeds"] == [0] and resolved["output_dir"] == str(out)
 
