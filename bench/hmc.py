@@ -222,7 +222,7 @@ def render(runs: list[dict], datasets: list[str], command: str) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        sub = [x for x in runs if x["row"] == row and x["dataset"] in datasets]
+        sub = [x for x in runs if x["row"] == row]
         depth = "/".join(
             _fmt([x.get(f"recall_d{d}", np.nan) for x in sub], False) for d in (1, 2, 3, 4)
         )

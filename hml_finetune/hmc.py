@@ -247,7 +247,7 @@ def train_model(
     mask_row = train_mask(splits, 1).to(device)
     gen = torch.Generator().manual_seed(seed)
     n = len(splits.x_fit)
-    desc = f"{dataset} seed {seed} ({len(splits.x_fit)} samples)"
+    desc = f"{dataset} seed {seed} ({n} samples)"
     bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False)
     model.train()
     for _ in bar:
@@ -460,8 +460,9 @@ def cli_hmc(args) -> int:
         omega=args.omega,
         threshold=args.threshold,
         epochs=args.epochs,
-        refit=(args.threshold in ("global", "per-node")) if args.refit is None else args.refit,
     )
+    # --refit unset: on when the threshold is tuned (the default), off for a fixed one
+    settings.refit = settings.tuned if args.refit is None else args.refit
     try:
         settings.validate()
         dataset_files(data_dir, args.dataset)
