@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from hml_finetune.finetune_config import LOSSES, MEASURES
-from ssl_benthic.cli import run_handler
+from ssl_benthic.cli import add_debug_flag, run_handler, split_debug
 
 
 def _add_hmc(sub: argparse._SubParsersAction) -> None:
@@ -72,7 +72,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--shards", required=True, help="labelled shard folder")
     p.add_argument("--out", default=None, help="where to write metrics JSON and markdown")
-    p.set_defaults(handler="hml_finetune.train:cli_evaluate")
+    p.set_defaults(handler="hml_finetune.evaluate:cli_evaluate")
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
@@ -86,6 +86,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hml-finetune", description=__doc__.splitlines()[0])
+    add_debug_flag(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_hmc, _add_train, _add_evaluate, _add_compare):
         add(sub)
@@ -93,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_handler(build_parser().parse_args(argv))
+    args, debug = split_debug(argv)
+    return run_handler(build_parser().parse_args(args), debug)
 
 
 if __name__ == "__main__":

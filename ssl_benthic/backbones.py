@@ -17,6 +17,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from ssl_benthic.errors import UserError
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -32,7 +34,7 @@ EXPORT_WEIGHTS = "backbone.safetensors"
 EXPORT_META = "backbone.json"
 
 
-class BackboneError(ValueError):
+class BackboneError(UserError):
     """A backbone name, weights source or weights file is wrong; the message names it."""
 
 

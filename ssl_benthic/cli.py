@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
 import sys
+import warnings
 from collections.abc import Sequence
 
-from ssl_benthic.config import ConfigError
+from ssl_benthic.errors import EXIT_INTERRUPTED, Interrupted, UserError
 
 
 def _add_make_sample(sub: argparse._SubParsersAction) -> None:
@@ -108,6 +111,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ssl-benthic", description=__doc__.splitlines()[0])
+    add_debug_flag(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (
         _add_make_sample,
@@ -121,20 +125,90 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_handler(args: argparse.Namespace) -> int:
-    """Import `module:function` named by the sub-command and call it with the parsed arguments."""
+DEBUG_ENV = "SSL_BENTHIC_DEBUG"
+
+
+def quiet_upstream() -> None:
+    """Silence upstream notices that are not about the user's run: Lightning's litlogger tip and
+    torch's LeafSpec deprecation (raised inside Lightning)."""
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_no_litlogger_tip)
+
+
+def _no_litlogger_tip(record: logging.LogRecord) -> bool:
+    return "litlogger" not in record.getMessage()
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
+    """Warnings as `warning: MESSAGE` (the message names what it is about, not our source line)."""
+    return f"warning: {message}\n"
+
+
+def run_handler(args: argparse.Namespace, debug: bool = False) -> int:
+    """Import `module:function` named by the sub-command and call it with the parsed arguments.
+
+    Bad input (`UserError`, a missing or unreadable file) prints one line and returns 2; an
+    interrupted run prints how to resume and returns 143; anything else prints one line and
+    returns 1. `debug` (or SSL_BENTHIC_DEBUG=1) lets the exception through with its traceback.
+    """
+    debug = debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     module_name, func_name = args.handler.split(":")
-    func = getattr(importlib.import_module(module_name), func_name)
+    quiet_upstream()
+    formatwarning = warnings.formatwarning
+    if not debug:
+        warnings.formatwarning = _one_line_warning
     try:
+        func = getattr(importlib.import_module(module_name), func_name)
         return int(func(args) or 0)
-    except ConfigError as exc:
+    except Exception as exc:
+        if debug:
+            raise
+        return _report(exc)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
+    finally:
+        warnings.formatwarning = formatwarning
+
+
+def _report(exc: Exception) -> int:
+    """Print `exc` as one line; the exit status for it."""
+    if isinstance(exc, Interrupted):
+        print(str(exc), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if isinstance(exc, UserError):
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if isinstance(exc, OSError) and exc.filename is not None:
+        print(f"error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    print(
+        f"error: {type(exc).__name__}: {exc} (an internal error: rerun with --debug for the "
+        "traceback and report it)",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def split_debug(argv: Sequence[str] | None) -> tuple[list[str], bool]:
+    """(argv without `--debug`, whether it was there): `--debug` may stand anywhere."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return [a for a in args if a != "--debug"], "--debug" in args
+
+
+def add_debug_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"show tracebacks (also {DEBUG_ENV}=1); may stand anywhere on the line",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_handler(args)
+    args, debug = split_debug(argv)
+    return run_handler(build_parser().parse_args(args), debug)
 
 
 if __name__ == "__main__":

@@ -15,13 +15,11 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 
 import yaml
 
+from ssl_benthic.errors import ConfigError
+
 T = TypeVar("T")
 
 __all__ = ["ConfigError", "load_config", "from_dict", "to_dict", "save_config", "apply_overrides"]
-
-
-class ConfigError(ValueError):
-    """A config file or override is wrong: the message names the key and the source."""
 
 
 def _near_miss(key: str, choices: Sequence[str], prefix: str = "") -> str:
@@ -165,6 +163,15 @@ def _field_type(cls: Any, dotted: str, source: str) -> Any:
     return tp
 
 
+def _parse_value(raw: str, where: str) -> Any:
+    """An override's value parsed as YAML ('' is None); a syntax error names the override."""
+    try:
+        return yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or exc
+        raise ConfigError(f"{where}: the value is not valid YAML ({problem})") from None
+
+
 def apply_overrides(
     cls: type, data: dict[str, Any], overrides: Sequence[str], source: str = "override"
 ) -> dict[str, Any]:
@@ -176,7 +183,7 @@ def apply_overrides(
         dotted, raw = item.split("=", 1)
         dotted = dotted.strip()
         tp = _field_type(cls, dotted, f"{source} '{item}'")
-        value: Any = raw if tp is str else yaml.safe_load(raw) if raw != "" else None
+        value = raw if tp is str else _parse_value(raw, f"{source} '{item}'")
         node = data
         parts = dotted.split(".")
         for part in parts[:-1]:
@@ -188,13 +195,30 @@ def apply_overrides(
     return data
 
 
+def read_yaml(path: Path) -> Any:
+    """`yaml.safe_load` of a file; a syntax error names the file, line and column."""
+    try:
+        with path.open(encoding="utf-8") as fh:
+            return yaml.safe_load(fh)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        problem = exc.problem or exc.context or "invalid YAML"
+        if exc.context and exc.context_mark is not None and exc.problem_mark is not None:
+            problem += f" ({exc.context} at line {exc.context_mark.line + 1})"
+        raise ConfigError(f"{path}: {where}: YAML syntax error: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: YAML error: {exc}") from None
+
+
 def load_config(cls: type[T], path: str | Path, overrides: Sequence[str] = ()) -> T:
     """Load YAML file `path` into dataclass `cls`, after applying `key.sub=value` overrides."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    with path.open() as fh:
-        data = yaml.safe_load(fh) or {}
+    data = read_yaml(path)
+    if data is None:
+        raise ConfigError(f"{path}: the file is empty; a recipe needs at least its keys")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys")
     data = apply_overrides(cls, data, overrides, source=f"{path}: override")

@@ -23,18 +23,12 @@ from hml_finetune.data.labels import (
     strata,
     stratified_subset,
 )
+from hml_finetune.evaluate import evaluate_shards, load_finetuned
 from hml_finetune.finetune_config import FinetuneConfig
 from hml_finetune.model import NOISE_STREAM, HMLModel, build_backbone
-from hml_finetune.train import (
-    HMLModule,
-    TrainData,
-    _lr_factor,
-    build_losses,
-    evaluate_shards,
-    load_finetuned,
-    resolve_strategy,
-    run_finetune,
-)
+from hml_finetune.module import HMLModule, _lr_factor, build_losses
+from hml_finetune.train import resolve_strategy, run_finetune
+from hml_finetune.train_data import TrainData
 from ssl_benthic.backbones import BackboneError
 from ssl_benthic.config import apply_overrides, from_dict, load_config
 from ssl_benthic.data.sample import make_sample

@@ -24,18 +24,13 @@ from hml_finetune.data.labels import (
     read_split,
     single_classes,
 )
+from hml_finetune.evaluate import evaluate_shards, load_finetuned
 from hml_finetune.finetune_config import FinetuneConfig
 from hml_finetune.model import extract_features, image_transform
+from hml_finetune.module import HMLModule, build_losses, single_label_loss
 from hml_finetune.report import Cell, write_report
-from hml_finetune.train import (
-    HMLModule,
-    TrainData,
-    build_losses,
-    evaluate_shards,
-    load_finetuned,
-    run_finetune,
-    single_label_loss,
-)
+from hml_finetune.train import run_finetune
+from hml_finetune.train_data import TrainData
 from ssl_benthic.config import ConfigError
 from ssl_benthic.data.shards import ShardSample, write_shards
 
