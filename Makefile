@@ -20,20 +20,22 @@ $(SAMPLE)/manifest.json: | $(STAMP)
 	$(BIN)/ssl-benthic make-sample --out $(SAMPLE)
 
 # The demo: sample -> verify -> BYOL pretraining (a few minutes on CPU) -> export -> comparison of the
-# export against random init (and ImageNet when a weights file is configured). Each step is skipped
-# when its output exists; `make clean-demo` starts over. HF_HUB_OFFLINE=0 lets the ImageNet start try the hub.
+# export against random init (and ImageNet when a weights file is configured). The sample is made once;
+# pretraining resumes an interrupted run to its step budget (and does nothing when the run is complete);
+# the export is remade only when the checkpoint is newer; the comparison reruns only missing cells.
+# `make clean-demo` starts over. HF_HUB_OFFLINE=0 lets the ImageNet start try the hub.
 HF_HUB_OFFLINE ?= 1
 export HF_HUB_OFFLINE
 
-$(DEMO)/byol/checkpoints/last.ckpt: | $(STAMP) $(SAMPLE)/manifest.json
-	$(BIN)/ssl-benthic pretrain --config configs/pretrain/byol_sample.yaml output_dir=$(DEMO)/byol
+RESUME_DEMO = $(if $(wildcard $(DEMO)/byol/checkpoints/*.ckpt),--resume last)
 
 $(DEMO)/byol/export/backbone.json: $(DEMO)/byol/checkpoints/last.ckpt
-	$(BIN)/ssl-benthic export $< --out $(DEMO)/byol/export
+	$(BIN)/ssl-benthic export $< --out $(DEMO)/byol/export --overwrite
 
 demo: $(STAMP) $(SAMPLE)/manifest.json
 	$(BIN)/ssl-benthic verify-shards $(SAMPLE)
 	$(BIN)/ssl-benthic summary $(SAMPLE)
+	$(BIN)/ssl-benthic pretrain --config configs/pretrain/byol_sample.yaml output_dir=$(DEMO)/byol $(RESUME_DEMO)
 	$(MAKE) --no-print-directory $(DEMO)/byol/export/backbone.json
 	$(BIN)/hml-finetune compare --config configs/finetune/compare_sample.yaml output_dir=$(DEMO)/compare
 	@echo

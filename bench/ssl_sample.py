@@ -129,9 +129,9 @@ def train_method(method: str, args: argparse.Namespace) -> tuple[PretrainConfig,
     ckpt = Path(cfg.output_dir) / "checkpoints" / "last.ckpt"
     start = time.perf_counter()
     if not (args.reuse and ckpt.is_file()):
-        pretrain(cfg, extra_callbacks=[StopAfter(args.minutes)])
+        pretrain(cfg, extra_callbacks=[StopAfter(args.minutes)], overwrite=True)
     minutes = (time.perf_counter() - start) / 60
-    export = export_backbone(ckpt, Path(cfg.output_dir) / "export")
+    export = export_backbone(ckpt, Path(cfg.output_dir) / "export", overwrite=True)
     step = int(torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"])
     return cfg, export, step, minutes
 

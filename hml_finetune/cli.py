@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from hml_finetune.finetune_config import LOSSES, MEASURES
-from ssl_benthic.cli import add_debug_flag, run_handler, split_debug
+from ssl_benthic.cli import add_debug_flag, add_run_flags, run_handler, split_debug
 
 
 def _add_hmc(sub: argparse._SubParsersAction) -> None:
@@ -62,8 +62,7 @@ def _add_hmc(sub: argparse._SubParsersAction) -> None:
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="fine-tune or linear-probe HML heads on labelled image shards")
     p.add_argument("--config", required=True, help="YAML recipe under configs/finetune/")
-    p.add_argument("--resume", default=None, help="'last' or a checkpoint path to carry on from")
-    p.add_argument("overrides", nargs="*", help="key.sub=value overrides of the recipe")
+    add_run_flags(p)
     p.set_defaults(handler="hml_finetune.train:cli_train")
 
 

@@ -19,6 +19,7 @@ import socket
 import traceback
 from collections import Counter
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from hml_finetune.compare_config import CompareConfig, LossSetting, StartConfig
@@ -26,6 +27,7 @@ from hml_finetune.finetune_config import FinetuneConfig
 from hml_finetune.report import Cell, write_report
 from hml_finetune.train import run_finetune
 from ssl_benthic.backbones import BackboneError, read_export
+from ssl_benthic.checkpoints import LAST, checkpoint_dir, has_checkpoints
 from ssl_benthic.config import ConfigError, load_config, save_config
 from ssl_benthic.data.sample import make_sample
 
@@ -121,13 +123,12 @@ def ensure_export(start: StartConfig) -> None:
     from ssl_benthic.train import pretrain
 
     overrides, out = _pretrain_steps(start)
-    last = out / "checkpoints" / "last.ckpt"
     print(f"[compare] start {start.name}: no export at {start.weights}; pretraining in {out}")
     pretrain(
         load_config(PretrainConfig, start.pretrain.recipe, overrides),
-        resume="last" if last.is_file() else None,
+        resume="last" if has_checkpoints(out) else None,
     )
-    export_backbone(last, start.weights)
+    export_backbone(checkpoint_dir(out) / LAST, start.weights, overwrite=True)
 
 
 def imagenet_skip_reason(start: StartConfig) -> str | None:
@@ -154,8 +155,8 @@ def _read_metrics(cell: Cell) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _export_newer(cfg: CompareConfig, cell: Cell) -> bool:
-    """True when the cell's start is an export written after the cell's metrics.json."""
+def _export_newer(cfg: CompareConfig, cell: Cell, than: Path) -> bool:
+    """True when the cell's start is an export written after the file `than` of the cell."""
     start = next(s for s in cfg.starts if s.name == cell.start)
     if not start.is_export:
         return False
@@ -163,7 +164,17 @@ def _export_newer(cfg: CompareConfig, cell: Cell) -> bool:
         weights = read_export(start.weights)[0]
     except BackboneError:
         return False
-    return weights.stat().st_mtime_ns > (cell.run_dir / "metrics.json").stat().st_mtime_ns
+    return weights.stat().st_mtime_ns > than.stat().st_mtime_ns
+
+
+def _restart(cfg: CompareConfig, cell: Cell) -> dict[str, Any]:
+    """How a cell without results starts: an interrupted run resumes from its last checkpoint,
+    unless its export is newer; anything else in its folder is stale and replaced."""
+    last = checkpoint_dir(cell.run_dir) / LAST
+    if last.is_file() and not _export_newer(cfg, cell, last):
+        print(f"[compare] {cell.name}: resuming its interrupted run")
+        return {"resume": "last"}
+    return {"overwrite": True}
 
 
 def run_cell(cfg: CompareConfig, cell: Cell) -> None:
@@ -172,7 +183,7 @@ def run_cell(cfg: CompareConfig, cell: Cell) -> None:
     error_file = cell.run_dir / "error.txt"
     error_file.unlink(missing_ok=True)
     try:
-        run_finetune(cell_config(cfg, cell))
+        run_finetune(cell_config(cfg, cell), **_restart(cfg, cell))
         cell.result = _read_metrics(cell)
         if cell.result is None:
             raise RuntimeError(f"run_finetune wrote no {cell.run_dir / 'metrics.json'}")
@@ -203,7 +214,7 @@ def _commands(cfg: CompareConfig, command: str | None) -> list[str]:
                     [
                         "ssl-benthic",
                         "export",
-                        str(out / "checkpoints/last.ckpt"),
+                        str(checkpoint_dir(out) / LAST),
                         "--out",
                         s.weights,
                     ]
@@ -248,6 +259,7 @@ def run_compare(cfg: CompareConfig, *, command: str | None = None) -> Path:
     `command`: the command line that started it, written into the report.
     """
     cfg.validate()
+    cfg.check_inputs()
     out = Path(cfg.output_dir)
     save_config(cfg, out / "resolved_compare.yaml")
     ensure_sample(cfg)
@@ -257,7 +269,7 @@ def run_compare(cfg: CompareConfig, *, command: str | None = None) -> Path:
         c.status = "done" if c.result is not None else "missing"
     _prepare_starts(cfg, cells)
     for c in cells:
-        if c.status == "done" and _export_newer(cfg, c):
+        if c.status == "done" and _export_newer(cfg, c, c.run_dir / "metrics.json"):
             print(f"[compare] {c.name}: its export is newer than its metrics.json: rerun")
             c.status, c.result = "missing", None
     report = dict(commands=_commands(cfg, command))

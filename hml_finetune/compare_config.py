@@ -103,3 +103,13 @@ class CompareConfig:
                 raise ValueError(
                     f"start {s.name!r}: pretrain needs weights to be the export path it writes"
                 )
+
+    def check_inputs(self) -> None:
+        """The base recipe and each start's pretraining recipe exist (a start's missing export
+        fails that start's cells, not the grid)."""
+        from ssl_benthic.inputs import require_path
+
+        require_path(self.base, "base", "recipe")
+        for s in self.starts:
+            if s.pretrain is not None:
+                require_path(s.pretrain.recipe, f"starts[{s.name}].pretrain.recipe", "recipe")

@@ -10,7 +10,12 @@ from typing import Any
 
 import torch
 
-from hml_finetune.data.labels import hierarchy_from_dict, read_split
+from hml_finetune.data.labels import (
+    hierarchy_from_dict,
+    labelled_heads,
+    read_split,
+    require_labels,
+)
 from hml_finetune.finetune_config import FinetuneConfig
 from hml_finetune.head_metrics import metrics_markdown, write_metrics
 from hml_finetune.hierarchy import Hierarchy
@@ -19,6 +24,7 @@ from hml_finetune.scoring import process_device, run_fields, score_heads
 from hml_finetune.train_data import align_split
 from ssl_benthic.backbones import create_backbone
 from ssl_benthic.config import ConfigError, from_dict
+from ssl_benthic.errors import LabelError
 
 __all__ = ["load_finetuned", "evaluate_shards", "cli_evaluate"]
 
@@ -44,8 +50,17 @@ def load_finetuned(path: str | Path) -> tuple[HMLModel, dict[str, Hierarchy], di
 
 
 def evaluate_shards(checkpoint: str | Path, shards: str | Path, out: str | Path | None) -> dict:
-    """Score a checkpoint on a labelled shard folder with its stored thresholds and statistics."""
+    """Score a checkpoint on a labelled shard folder with its stored thresholds and statistics; a
+    split without labels (of the model's heads) is a LabelError, raised before any image is read."""
     model, hierarchies, meta = load_finetuned(checkpoint)
+    labels = read_split(shards)  # labels only (no image decoded): checked before any feature
+    require_labels(labels, f"--shards {shards}")
+    heads, there = [*hierarchies, *model.single], labelled_heads([labels])
+    if not there & set(heads):
+        raise LabelError(
+            f"--shards {shards}: no labels of the model's heads ({', '.join(heads)}) in its "
+            f"{len(labels)} samples (heads labelled there: {', '.join(sorted(there))})"
+        )
     cfg = from_dict(FinetuneConfig, meta["config"], source=str(checkpoint))
     stored = meta.get("thresholds") or {}
     fixed = cfg.threshold if cfg.threshold not in ("global", "per-node") else 0.5
@@ -57,15 +72,20 @@ def evaluate_shards(checkpoint: str | Path, shards: str | Path, out: str | Path 
         else float(stored.get(h, fixed))
         for h in hierarchies
     }
+    known = meta.get("threshold_rules") or {}
+    rules = {
+        h: known.get(h) or ("stored" if h in stored else f"fixed {float(fixed):g}")
+        for h in hierarchies
+    }
     device = process_device(cfg)
     model.to(device)
     transform = image_transform(cfg.data.img_size, meta["mean"], meta["std"], augment=False)
     feats, keys = extract_features(
         model.backbone, shards, transform, cfg.data.batch_size, device, cfg.trainer.precision
     )
-    split = align_split(read_split(shards), keys)
+    split = align_split(labels, keys)
     heads = score_heads(
-        model, feats, split, hierarchies, thresholds, meta["train_freq"], cfg.heads.flat
+        model, feats, split, hierarchies, thresholds, meta["train_freq"], cfg.heads.flat, rules
     )
     result = {
         "heads": heads,

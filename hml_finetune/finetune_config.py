@@ -228,3 +228,11 @@ class FinetuneConfig:
             raise ValueError(f"heads.n_heads must be >= 1, got {self.heads.n_heads}")
         if self.data.batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {self.data.batch_size}")
+
+    def check_inputs(self) -> None:
+        """The three splits and a weights file exist (ConfigError naming the key and the path tried)."""
+        from ssl_benthic.inputs import require_shards, require_weights
+
+        for split in ("train", "val", "test"):
+            require_shards(getattr(self.data, split), f"data.{split}")
+        require_weights(self.backbone.weights, self.backbone.weights_file)

@@ -3,6 +3,12 @@ and the metrics.json / metrics.md files of a run.
 
 Rare nodes: evaluated nodes whose training frequency n_j / N_j is below `RARE_FREQ` (n_j positive,
 N_j known training samples; nodes never known in training are left out) and that have test positives.
+Nodes with test positives but never positive in training (n_j = 0) are not rare but unseen: counted
+in `n_unseen_nodes`, kept out of `rare_recall`.
+
+A head without a known test positive is not scored: `status` "no test labels" and every score NaN
+(null in metrics.json, "no test labels" in metrics.md), never 0.000. Scored heads have `status`
+"scored".
 
 A single-label head is scored by `single_label_metrics` with the same keys where they mean the same
 thing (au_prc = macro AP over classes, macro_recall = macro accuracy, micro scores = accuracy), so
@@ -34,9 +40,32 @@ from hml_finetune.metrics import apply_thresholds, eval_columns, evaluate, prf, 
 
 RARE_FREQ = 0.05
 PR_POINTS = 200
+SCORED, NO_TEST_LABELS = "scored", "no test labels"  # a head's `status`
+SCORE_KEYS = (
+    "au_prc",
+    "macro_precision",
+    "macro_recall",
+    "macro_f1",
+    "macro_precision_pos",
+    "macro_recall_pos",
+    "macro_f1_pos",
+    "micro_precision",
+    "micro_recall",
+    "micro_f1",
+    "pred_depth",
+    "true_depth",
+    "depth_gap",
+    "rare_recall",
+    "accuracy",
+    "macro_accuracy",
+)
 
 __all__ = [
     "RARE_FREQ",
+    "SCORED",
+    "NO_TEST_LABELS",
+    "is_rare",
+    "is_unseen",
     "train_frequency",
     "node_rows",
     "rare_recall",
@@ -92,16 +121,40 @@ def node_rows(
     return rows
 
 
+def is_rare(row: dict[str, Any], rare_freq: float = RARE_FREQ) -> bool:
+    """A node row with test positives, seen in training (train_freq > 0) but below `rare_freq`."""
+    return row["test_positives"] > 0 and 0.0 < row["train_freq"] < rare_freq
+
+
+def is_unseen(row: dict[str, Any]) -> bool:
+    """A node row with test positives that training never had a positive of (freq 0 or NaN)."""
+    return row["test_positives"] > 0 and not row["train_freq"] > 0.0
+
+
 def rare_recall(rows: list[dict[str, Any]], rare_freq: float = RARE_FREQ) -> float:
-    """Macro recall over nodes with train_freq < rare_freq and test positives (NaN if none)."""
-    vals = [
-        r["recall"]
-        for r in rows
-        if r["test_positives"] > 0
-        and not math.isnan(r["train_freq"])
-        and r["train_freq"] < rare_freq
-    ]
+    """Macro recall over the rare nodes (`is_rare`; NaN if none): unseen nodes are left out."""
+    vals = [r["recall"] for r in rows if is_rare(r, rare_freq)]
     return float(np.mean(vals)) if vals else math.nan
+
+
+def _rare_counts(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """rare_recall, n_rare_nodes and n_unseen_nodes of a head's node rows."""
+    return {
+        "rare_recall": rare_recall(rows),
+        "n_rare_nodes": sum(map(is_rare, rows)),
+        "n_unseen_nodes": sum(map(is_unseen, rows)),
+    }
+
+
+def _not_scored(out: dict[str, Any]) -> dict[str, Any]:
+    """A head without test labels: every score NaN (never 0.000) and `status` "no test labels"."""
+    for key in SCORE_KEYS:
+        if key in out:
+            out[key] = math.nan
+    for d in out.get("per_depth", {}).values():
+        d.update(dict.fromkeys(("recall_micro", "f1_micro", "recall_macro", "f1_macro"), math.nan))
+    out["status"] = NO_TEST_LABELS
+    return out
 
 
 def pr_curve(
@@ -131,18 +184,17 @@ def head_metrics(
     threshold: float | torch.Tensor,
     train_freq: torch.Tensor,
 ) -> dict[str, Any]:
-    """`evaluate()` keys + rare_recall, per_node, pr_curve and the threshold(s) used."""
+    """`evaluate()` keys + status, rare_recall, n_rare_nodes, n_unseen_nodes, per_node, pr_curve and
+    the threshold(s) used; all scores NaN with status "no test labels" when no test positive."""
     probs, targets, mask = probs.float(), targets.float(), mask.float()
     out = evaluate(probs, targets, mask, hierarchy, threshold)
     rows = node_rows(probs, targets, mask, hierarchy, threshold, train_freq)
-    out["rare_recall"] = rare_recall(rows)
-    out["n_rare_nodes"] = sum(
-        1 for r in rows if r["test_positives"] and r["train_freq"] < RARE_FREQ
-    )
+    out["status"] = SCORED
+    out.update(_rare_counts(rows))
     out["per_node"] = rows
     out["pr_curve"] = pr_curve(probs, targets, mask, hierarchy)
     out["threshold_value"] = threshold.tolist() if torch.is_tensor(threshold) else float(threshold)
-    return out
+    return out if out["n_nodes_with_positives"] else _not_scored(out)
 
 
 def _single_rows(
@@ -211,13 +263,14 @@ def single_label_metrics(
             "f1_macro": float(np.mean([r["f1"] for r in with_pos])) if with_pos else nan,
         }
     }
-    out["rare_recall"] = rare_recall(rows)
-    out["n_rare_nodes"] = sum(1 for r in with_pos if r["train_freq"] < RARE_FREQ)
+    out["status"] = SCORED
+    out.update(_rare_counts(rows))
     out["per_node"] = rows
     onehot = torch.nn.functional.one_hot(y[known], C) if known.any() else torch.zeros(0, C)
     out["pr_curve"] = _pr_points(probs[known].flatten(), onehot.long().flatten())
     out["threshold_value"] = None  # argmax, no threshold
-    return out
+    out["threshold_rule"] = "argmax"
+    return out if known.any() else _not_scored(out)
 
 
 def json_safe(value: Any) -> Any:
@@ -237,32 +290,43 @@ def _fmt(value: Any) -> str:
     )
 
 
+def _head_cells(m: dict[str, Any], keys: list[str]) -> str:
+    """A head's score cells: the scores, or "no test labels" in each cell of an unscored head."""
+    if m.get("status") == NO_TEST_LABELS:
+        return " | ".join([NO_TEST_LABELS] * len(keys))
+    return " | ".join(_fmt(m.get(k)) for k in keys)
+
+
 def metrics_markdown(result: dict[str, Any]) -> str:
-    """Headline scores per head, then recall/F1 per depth."""
+    """Headline scores per head with the threshold rule it used, then recall/F1 per depth."""
     keys = ["au_prc", "macro_precision", "macro_recall", "macro_f1", "micro_f1", "rare_recall"]
+    keys += ["pred_depth", "true_depth"]
     lines = [
         f"# HML metrics: start `{result.get('start')}`, mode {result.get('mode')}, "
         f"loss {result.get('loss')}, seed {result.get('seed')}, threshold {result.get('threshold')}",
         "",
-        "| head | " + " | ".join(keys) + " | pred depth | true depth |",
-        "|---" * (len(keys) + 3) + "|",
+        f"rare_recall: nodes with 0 < training frequency < {RARE_FREQ} and test positives.",
+        "",
+        "| head | " + " | ".join(keys[:-2]) + " | pred depth | true depth | threshold rule |",
+        "|---" * (len(keys) + 2) + "|",
     ]
     for head, m in result["heads"].items():
-        cells = " | ".join(_fmt(m.get(k)) for k in keys)
-        depths = f"{_fmt(m.get('pred_depth'))} | {_fmt(m.get('true_depth'))}"
-        lines.append(f"| {head} | {cells} | {depths} |")
+        rule = m.get("threshold_rule") or "-"
+        lines.append(f"| {head} | {_head_cells(m, keys)} | {rule} |")
     single = {h: m for h, m in result["heads"].items() if m.get("kind") == "single"}
     if single:
         lines += ["", "## Single-label heads (argmax; au_prc = macro AP)", ""]
         lines += ["| head | accuracy | macro accuracy | macro F1 |", "|---|---|---|---|"]
         for head, m in single.items():
             lines.append(
-                f"| {head} | {_fmt(m['accuracy'])} | {_fmt(m['macro_accuracy'])} | "
-                f"{_fmt(m['macro_f1'])} |"
+                f"| {head} | {_head_cells(m, ['accuracy', 'macro_accuracy', 'macro_f1'])} |"
             )
     lines += ["", "## Per depth (micro recall / micro F1)", ""]
     lines += ["| head | depth | nodes | recall | F1 |", "|---|---|---|---|---|"]
     for head, m in result["heads"].items():
+        if m.get("status") == NO_TEST_LABELS:
+            lines.append(f"| {head} | - | - | {NO_TEST_LABELS} | {NO_TEST_LABELS} |")
+            continue
         for depth, d in m["per_depth"].items():
             lines.append(
                 f"| {head} | {depth} | {d['n_nodes']} | {_fmt(d['recall_micro'])} | "

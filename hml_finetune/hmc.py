@@ -31,6 +31,7 @@ from hml_finetune.hierarchy import Hierarchy
 from hml_finetune.losses import MCLoss, NodeWeighting
 from hml_finetune.metrics import eval_columns, evaluate
 from hml_finetune.thresholds import tune_global_threshold, tune_per_node_thresholds
+from ssl_benthic.errors import ConfigError, DataError
 
 # dataset -> (hidden size, epochs, learning rate), from the published C-HMCNN hyper-parameters
 PROTOCOL: dict[str, tuple[int, int, float]] = {
@@ -95,19 +96,19 @@ class HMCSettings:
 
     def validate(self) -> None:
         if self.loss not in ("mcloss", "weighted", "focal", "weighted_focal"):
-            raise ValueError(f"unknown loss {self.loss!r}")
+            raise ConfigError(f"unknown loss {self.loss!r}")
         if not self.tuned:
             try:
                 t = float(self.threshold)
             except ValueError:
-                raise ValueError(
+                raise ConfigError(
                     f"threshold must be 'per-node', 'global' or a number in (0, 1), "
                     f"not {self.threshold!r}"
                 ) from None
             if not 0.0 < t < 1.0:
-                raise ValueError(f"threshold must be in (0, 1), 'global' or 'per-node': {t}")
+                raise ConfigError(f"threshold must be in (0, 1), 'global' or 'per-node': {t}")
             if self.refit:
-                raise ValueError(
+                raise ConfigError(
                     f"refit needs a tuned threshold ('global' or 'per-node'), not {t}: "
                     "a fixed threshold already trains on train+valid"
                 )
@@ -156,7 +157,7 @@ def dataset_files(data_dir: str | Path, name: str) -> tuple[Path, Path | None, P
     for f in files:
         if f is not None and not f.is_file():
             known = ", ".join(PROTOCOL)
-            raise FileNotFoundError(f"{f} not found (dataset {name!r}; known datasets: {known})")
+            raise DataError(f"{f} not found (dataset {name!r}; known datasets: {known})")
     return files  # type: ignore[return-value]
 
 
@@ -392,7 +393,7 @@ def parse_seeds(text: str) -> list[int]:
         elif part:
             seeds.append(int(part))
     if not seeds:
-        raise ValueError(f"no seeds in {text!r}")
+        raise ConfigError(f"no seeds in {text!r}")
     return seeds
 
 
@@ -449,7 +450,7 @@ def cli_hmc(args) -> int:
     """`hml-finetune hmc`: train and score one dataset over several seeds."""
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     if data_dir is None:
-        raise SystemExit("error: --data-dir not given and ../shared/datasets/hmc does not exist")
+        raise ConfigError("--data-dir not given and ../shared/datasets/hmc does not exist")
     settings = HMCSettings(
         loss=args.loss,
         measure=args.measure,
@@ -463,11 +464,8 @@ def cli_hmc(args) -> int:
     )
     # --refit unset: on when the threshold is tuned (the default), off for a fixed one
     settings.refit = settings.tuned if args.refit is None else args.refit
-    try:
-        settings.validate()
-        dataset_files(data_dir, args.dataset)
-    except (ValueError, FileNotFoundError) as exc:
-        raise SystemExit(f"error: {exc}") from exc
+    settings.validate()
+    dataset_files(data_dir, args.dataset)
     rows = []
     out = Path(args.out)
     tag = run_tag(args.dataset, settings)

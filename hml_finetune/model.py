@@ -33,6 +33,7 @@ from hml_finetune.heads import EnsembleHeads, MLPHead
 from hml_finetune.hierarchy import Hierarchy
 from ssl_benthic.backbones import create_backbone, feature_dim, read_export
 from ssl_benthic.data.reader import iter_samples
+from ssl_benthic.errors import DataError
 
 __all__ = [
     "HMLModel",
@@ -239,7 +240,7 @@ def extract_features(
         flush()
     backbone.train(was_training)
     if not feats:
-        raise ValueError(f"{shards}: no readable samples")
+        raise DataError(f"{shards}: no readable samples")
     return torch.cat(feats), keys
 
 

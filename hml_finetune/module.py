@@ -26,6 +26,7 @@ from hml_finetune.train_data import (
     shard_train_loader,
     training_mask,
 )
+from ssl_benthic.rng import step_rng
 from ssl_benthic.train import SeededEpochs
 
 __all__ = ["build_losses", "single_label_loss", "HMLModule"]
@@ -103,6 +104,7 @@ class HMLModule(pl.LightningModule):
         self.head_names = list(hierarchies)
         self.singles: dict[str, list[str]] = dict(model.single) if model is not None else {}
         self.loader: SeededEpochs | None = None
+        self.pending_loader: dict[str, int] | None = None
         self.frozen_steps = 0  # LP-FT: optimiser steps the encoder is held (configure_optimizers)
 
     def compute_loss(
@@ -145,24 +147,27 @@ class HMLModule(pl.LightningModule):
         return self.model(images), targets, single, len(images)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        logits, targets, single, n = self._batch_targets(batch)
+        # dropout draws from a generator of (seed, step, rank): exact after a mid-epoch resume
+        with step_rng(self.cfg.trainer_seed, self.global_step, self.global_rank, self.device):
+            logits, targets, single, n = self._batch_targets(batch)
         total, per_head = self.compute_loss(logits, targets, single)
         self.log("train/loss", total, prog_bar=True, batch_size=n)
         for head, value in per_head.items():
             self.log(f"train/loss_{head}", value, batch_size=n)
         return total
 
-    def train_dataloader(self) -> Any:
+    def train_dataloader(self) -> SeededEpochs:
+        """The shard stream, or cached-feature batches: stateful, so a resumed run continues the
+        epoch (and the batch within it) where the checkpoint left off."""
         t = self.trainer
         rank, world = (t.global_rank, t.world_size) if t is not None else (0, 1)
         if self.data.features is not None:
-            return feature_loader(self.cfg, self.data, self.head_names, world)
-        self.loader = shard_train_loader(self.cfg, self.data, self.transform, rank, world)
+            self.loader = feature_loader(self.cfg, self.data, self.head_names, rank, world)
+        else:
+            self.loader = shard_train_loader(self.cfg, self.data, self.transform, rank, world)
+        if self.pending_loader is not None:
+            self.loader.load_state_dict(self.pending_loader)
         return self.loader
-
-    def on_train_start(self) -> None:
-        if self.loader is not None:  # after a resume, continue the loader's epoch sequence
-            self.loader.set_epoch(self.current_epoch)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """LP-FT: hold the encoder (no gradients, BN in eval) for its first `frozen_steps`."""
@@ -202,3 +207,9 @@ class HMLModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Plain types only (config, hierarchies, statistics), so torch.load(weights_only=True) works."""
         checkpoint["hml_finetune"] = self.meta
+        if self.loader is not None:
+            checkpoint["train_loader"] = self.loader.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restored before the loader is built (Lightning restores a loader's own state too late)."""
+        self.pending_loader = checkpoint.get("train_loader")

@@ -2,7 +2,8 @@
 row per run and head) and matplotlib plots, from the cells of a `compare` grid.
 
 Every cell of the grid appears: cells that failed, were skipped or never ran (an interrupted grid)
-are listed with their reason, and the report says it is partial.
+are listed with their reason, and the report says it is partial. A head a run could not score (no
+test labels) reads "no test labels" in its table and `head_status` in results.json, never 0.000.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from hml_finetune.head_metrics import RARE_FREQ, json_safe  # noqa: E402
+from hml_finetune.head_metrics import NO_TEST_LABELS, RARE_FREQ, SCORED, json_safe  # noqa: E402
 
 __all__ = ["Cell", "METRICS", "write_report", "result_rows"]
 
@@ -63,14 +64,22 @@ def _num(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
+def _head_status(m: dict[str, Any]) -> str:
+    """'scored' or 'no test labels' (metrics written before `status` existed were scored)."""
+    return m.get("status") or SCORED
+
+
 def result_rows(cells: Sequence[Cell]) -> list[dict[str, Any]]:
-    """One row per done run and head; one row with head None for every other cell."""
+    """One row per done run and head (`head_status`: scored or no test labels, `threshold_rule`);
+    one row with head None for every other cell."""
     rows = []
     for c in cells:
         base = {"start": c.start, "mode": c.mode, "loss": c.loss, "seed": c.seed}
         heads = (c.result or {}).get("heads", {}) if c.status == "done" else {}
         for head, m in heads.items():
-            rows.append({**base, "head": head, **{k: m.get(k) for k in METRICS}, "status": "done"})
+            scores = {k: m.get(k) for k in METRICS}
+            extra = {"head_status": _head_status(m), "threshold_rule": m.get("threshold_rule")}
+            rows.append({**base, "head": head, **scores, "status": "done", **extra})
         if not heads:
             empty = dict.fromkeys(METRICS)
             rows.append({**base, "head": None, **empty, "status": c.status, "error": c.error})
@@ -120,8 +129,14 @@ def _head_table(cells: Sequence[Cell], head: str) -> list[str]:
     ]
     for (start, mode, loss), group in _groups(cells).items():
         runs = _done(group, head)
-        stats = " | ".join(_mean_std([_num(m.get(k)) for m in runs]) for k in METRICS)
-        lines.append(f"| {start} | {mode} | {loss} | {stats} | {len(runs)}/{len(group)} |")
+        scored = [m for m in runs if _head_status(m) != NO_TEST_LABELS]
+        stats = " | ".join(_mean_std([_num(m.get(k)) for m in scored]) for k in METRICS)
+        if runs and not scored:
+            stats = " | ".join([NO_TEST_LABELS] * len(METRICS))
+        done = f"{len(runs)}/{len(group)}"
+        if 0 < len(scored) < len(runs):
+            done += f" ({len(runs) - len(scored)} with {NO_TEST_LABELS})"
+        lines.append(f"| {start} | {mode} | {loss} | {stats} | {done} |")
     return lines + [""]
 
 
@@ -221,6 +236,21 @@ def _status_lines(cells: Sequence[Cell]) -> list[str]:
     return lines + [""]
 
 
+def _weights_lines(cells: Sequence[Cell]) -> list[str]:
+    """Which weights each start's done runs used: file and sha256 (every distinct one, so an
+    export remade in the middle of a grid shows as two rows)."""
+    seen: dict[tuple[str, str | None, str | None], int] = {}
+    for c in cells:
+        w = (c.result or {}).get("weights") if c.status == "done" else None
+        if w is not None:
+            key = (c.start, w.get("file"), w.get("sha256"))
+            seen[key] = seen.get(key, 0) + 1
+    lines = ["## Weights per start", "", "| start | file | sha256 | runs |", "|---|---|---|---|"]
+    for (start, file, sha), n in seen.items():
+        lines.append(f"| {start} | {file or '- (random init or the hub)'} | {sha or '-'} | {n} |")
+    return lines + [""]
+
+
 def _rel(path: Path, root: Path) -> str:
     return os.path.relpath(path, root)
 
@@ -248,7 +278,10 @@ def write_report(
     heads = _heads(cells)
     lines = ["# Comparison report", ""] + _status_lines(cells)
     lines += ["## Test metrics per head (mean ± std over seeds)", ""]
-    lines += [f"Rare nodes: training frequency < {RARE_FREQ} with test positives ('-': none).", ""]
+    lines += [
+        f"Rare nodes: 0 < training frequency < {RARE_FREQ} with test positives ('-': none).",
+        "",
+    ]
     for head in heads:
         lines += _head_table(cells, head)
     if plots and heads:
@@ -263,10 +296,11 @@ def write_report(
                 png = plot(cells, head, out / "plots" / f"{head}_{kind}.png")
                 lines.append(f"![{head} {kind}]({_rel(png, out)})")
             lines.append("")
+    lines += _weights_lines(cells)
     lines += ["## Commands", "", "```"] + list(commands) + ["```", ""]
     lines += ["## Configs", ""]
     lines += [f"- {_link(Path(p), out)} ({p})" for p in configs]
-    reproduce = "`hml-finetune train --config <run>/config.yaml` reruns one cell."
+    reproduce = "`hml-finetune train --config <run>/config.yaml --overwrite` reruns one cell."
     lines += [
         "",
         "## All cells",

@@ -5,6 +5,7 @@ metrics.json/.md and model.ckpt.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,12 +18,19 @@ from hml_finetune.hierarchy import Hierarchy
 from hml_finetune.metrics import eval_columns
 from hml_finetune.model import HMLModel, cached_features, extract_features, image_transform
 from hml_finetune.module import HMLModule
-from hml_finetune.thresholds import tune_global_threshold, tune_per_node_thresholds
+from hml_finetune.thresholds import (
+    DEFAULT_THRESHOLD,
+    MIN_HEAD_POSITIVES,
+    known_positives,
+    tune_global_threshold,
+    tune_per_node_thresholds,
+)
 from hml_finetune.train_data import align_split
 
 __all__ = [
     "process_device",
     "tune_threshold",
+    "choose_threshold",
     "score_heads",
     "split_features",
     "finish_run",
@@ -49,6 +57,31 @@ def tune_threshold(
     return float(rule)
 
 
+def choose_threshold(
+    rule: str | float,
+    probs: torch.Tensor,
+    y: torch.Tensor,
+    m: torch.Tensor,
+    h: Hierarchy,
+    head: str,
+) -> tuple[float | torch.Tensor, str]:
+    """A head's threshold and the rule that gave it: 'fixed X', 'global' or 'per-node' (tuned on
+    validation), or `DEFAULT_THRESHOLD` with a warning when the head has fewer than
+    `MIN_HEAD_POSITIVES` known validation positives (tuned on nothing, the lowest grid value wins).
+    """
+    if rule not in ("global", "per-node"):
+        return float(rule), f"fixed {float(rule):g}"
+    n = known_positives(y, m, eval_columns(h))
+    if n < MIN_HEAD_POSITIVES:
+        why = f"{n} validation positives < {MIN_HEAD_POSITIVES}"
+        warnings.warn(
+            f"head {head!r}: {why}: threshold {DEFAULT_THRESHOLD:g} (the default), not tuned",
+            stacklevel=2,
+        )
+        return DEFAULT_THRESHOLD, f"default {DEFAULT_THRESHOLD:g}: {why}"
+    return tune_threshold(rule, probs, y, m, h), str(rule)
+
+
 def score_heads(
     model: HMLModel,
     feats: torch.Tensor,
@@ -57,9 +90,11 @@ def score_heads(
     thresholds: dict[str, float | torch.Tensor],
     train_freq: dict[str, list[float]],
     flat: Sequence[str] = (),
+    rules: dict[str, str] | None = None,
 ) -> dict[str, dict]:
-    """`head_metrics` per HML head (`kind` hierarchical or flat), then `single_label_metrics` per
-    single-label head of the model, for the features of `split` (aligned)."""
+    """`head_metrics` per HML head (`kind` hierarchical or flat, `threshold_rule` from `rules`),
+    then `single_label_metrics` per single-label head of the model, for the features of `split`
+    (aligned)."""
     model.eval()
     probs = model.predict_features(feats.to(next(model.parameters()).device))
     out = {}
@@ -67,6 +102,7 @@ def score_heads(
         freq = torch.tensor(train_freq[head])
         out[head] = head_metrics(probs[head].cpu(), y, m, hierarchies[head], thresholds[head], freq)
         out[head]["kind"] = "flat" if head in flat else "hierarchical"
+        out[head]["threshold_rule"] = (rules or {}).get(head, "stored")
     for head, y in encode_singles(split, model.single).items():
         freq = torch.tensor(train_freq[head], dtype=torch.float64)
         out[head] = single_label_metrics(probs[head].cpu(), y, model.single[head], freq)
@@ -99,12 +135,13 @@ def finish_run(
         if name not in feats:
             feats[name] = split_features(cfg, model, getattr(cfg.data, name), device, False)
     thresholds: dict[str, float | torch.Tensor] = {}
+    rules: dict[str, str] = {}
     val_f, val_keys = feats["val"]
     val_split = align_split(splits["val"], val_keys)
     val_probs = model.eval().predict_features(val_f.to(device))
     for head, (y, m) in encode_split(val_split, hierarchies, cfg.heads.flat).items():
-        thresholds[head] = tune_threshold(
-            cfg.threshold, val_probs[head].cpu(), y, m, hierarchies[head]
+        thresholds[head], rules[head] = choose_threshold(
+            cfg.threshold, val_probs[head].cpu(), y, m, hierarchies[head], head
         )
     test_f, test_keys = feats["test"]
     heads = score_heads(
@@ -115,14 +152,17 @@ def finish_run(
         thresholds,
         meta["train_freq"],
         cfg.heads.flat,
+        rules,
     )
     meta["thresholds"] = {h: t.tolist() if torch.is_tensor(t) else t for h, t in thresholds.items()}
+    meta["threshold_rules"] = rules
     result = {
         "heads": heads,
         **run_fields(cfg),
         "train_fraction": cfg.train_fraction,
         "encoder_noise": cfg.encoder_noise,
         "n_train": meta["n_train"],
+        "weights": meta["weights"],
         "output_dir": str(cfg.output_dir),
     }
     out = Path(cfg.output_dir)

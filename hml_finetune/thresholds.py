@@ -1,7 +1,10 @@
 """Decision thresholds tuned on validation data: one global, or one per node with a fallback.
 
 F1 is computed over known entries of the evaluated columns (pass `columns` to leave out roots);
-prediction is prob >= threshold, as in `metrics.apply_thresholds`.
+prediction is prob >= threshold, as in `metrics.apply_thresholds`. A node with fewer than
+`MIN_NODE_POSITIVES` known validation positives takes the tuned global threshold; a head with fewer
+than `MIN_HEAD_POSITIVES` over its evaluated nodes is not tuned at all (`DEFAULT_THRESHOLD`): on
+no positives every grid value scores F1 0 and the lowest one would "win".
 """
 
 from __future__ import annotations
@@ -12,9 +15,20 @@ import torch
 
 from hml_finetune.metrics import apply_thresholds, prf, stat_counts
 
-__all__ = ["apply_thresholds", "tune_global_threshold", "tune_per_node_thresholds"]
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "MIN_HEAD_POSITIVES",
+    "MIN_NODE_POSITIVES",
+    "apply_thresholds",
+    "known_positives",
+    "tune_global_threshold",
+    "tune_per_node_thresholds",
+]
 
 DEFAULT_GRID = tuple(round(0.01 * i, 2) for i in range(1, 100))
+DEFAULT_THRESHOLD = 0.5  # a head with too few validation positives to tune on
+MIN_HEAD_POSITIVES = 5  # known validation positives over a head's evaluated nodes needed to tune
+MIN_NODE_POSITIVES = 5  # known validation positives a node needs for its own per-node threshold
 
 
 def _select(
@@ -23,6 +37,14 @@ def _select(
     if columns is None:
         return probs, targets, mask
     return probs[:, columns], targets[:, columns], mask[:, columns]
+
+
+def known_positives(
+    targets: torch.Tensor, mask: torch.Tensor, columns: torch.Tensor | None = None
+) -> int:
+    """Known positive entries over the given columns (all columns when None)."""
+    _, y, m = _select(targets, targets, mask, columns)
+    return int(((y > 0.5) & (m != 0)).sum())
 
 
 def tune_global_threshold(
@@ -56,7 +78,7 @@ def tune_per_node_thresholds(
     targets: torch.Tensor,
     mask: torch.Tensor,
     grid: tuple[float, ...] = DEFAULT_GRID,
-    min_positives: int = 5,
+    min_positives: int = MIN_NODE_POSITIVES,
     fallback: float | None = None,
     columns: torch.Tensor | None = None,
 ) -> torch.Tensor:

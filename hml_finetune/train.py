@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,8 +21,9 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 from hml_finetune.data.labels import hierarchy_to_dict
 from hml_finetune.finetune_config import FinetuneConfig
@@ -44,9 +46,25 @@ from hml_finetune.train_data import (
     prepare_data,
     training_mask,
 )
-from ssl_benthic.config import ConfigError, load_config, save_config, to_dict
+from ssl_benthic.checkpoints import (
+    RunCheckpoint,
+    SaveOnSigterm,
+    checkpoint_dir,
+    find_resume,
+    fit_or_interrupt,
+    prepare_output_dir,
+)
+from ssl_benthic.config import load_config, save_config, to_dict
+from ssl_benthic.errors import Interrupted
+from ssl_benthic.weights import weights_identity
 
-__all__ = ["resolve_strategy", "build_trainer", "resolve_resume", "run_finetune", "cli_train"]
+__all__ = ["RUN_FILES", "resolve_strategy", "build_trainer", "run_finetune", "cli_train"]
+
+RUN_FILES = (
+    "model.ckpt",
+    "metrics.json",
+    "metrics.md",
+)  # what a finished run leaves besides checkpoints
 
 
 def _device_count(devices: int | str, accelerator: str) -> int:
@@ -76,11 +94,13 @@ def build_trainer(cfg: FinetuneConfig, extra_callbacks: Sequence[pl.Callback] = 
     loggers: list[Any] = [CSVLogger(out, name="logs")]
     if t.tensorboard:
         loggers.append(TensorBoardLogger(out, name="tensorboard"))
-    ckpt = ModelCheckpoint(
-        dirpath=out / "checkpoints",
+    # the one checkpoint, last.ckpt, replaced every N epochs and at the end
+    ckpt = RunCheckpoint(
+        dirpath=checkpoint_dir(out),
+        filename="last",
         every_n_epochs=t.checkpoint_every_n_epochs,
-        save_top_k=0,
-        save_last=True,
+        save_top_k=1,
+        monitor=None,
     )
     return pl.Trainer(
         accelerator=t.accelerator,
@@ -92,23 +112,18 @@ def build_trainer(cfg: FinetuneConfig, extra_callbacks: Sequence[pl.Callback] = 
         log_every_n_steps=t.log_every_n_steps,
         enable_progress_bar=t.enable_progress_bar,
         enable_model_summary=False,
-        callbacks=[ckpt, LearningRateMonitor(logging_interval="step"), *extra_callbacks],
+        callbacks=[
+            ckpt,
+            LearningRateMonitor(logging_interval="step"),
+            SaveOnSigterm(out),
+            *extra_callbacks,
+        ],
         logger=loggers,
         default_root_dir=str(out),
-        use_distributed_sampler=cfg.cached,
+        use_distributed_sampler=False,
         limit_val_batches=0,
         num_sanity_val_steps=0,
     )
-
-
-def resolve_resume(cfg: FinetuneConfig, resume: str | None) -> str | None:
-    """'last' -> output_dir/checkpoints/last.ckpt; a path must exist."""
-    if resume is None:
-        return None
-    path = Path(cfg.output_dir) / "checkpoints" / "last.ckpt" if resume == "last" else Path(resume)
-    if not path.is_file():
-        raise ConfigError(f"--resume {resume}: checkpoint not found at {path}")
-    return str(path)
 
 
 def _meta(
@@ -132,21 +147,31 @@ def _meta(
         "train_freq": freqs,
         "n_train": len(data.split),
         "thresholds": None,
+        "weights": weights_identity(cfg.backbone.weights, cfg.backbone.weights_file),
     }
 
 
 def run_finetune(
-    cfg: FinetuneConfig, resume: str | None = None, *, callbacks: Sequence[pl.Callback] = ()
+    cfg: FinetuneConfig,
+    resume: str | None = None,
+    *,
+    callbacks: Sequence[pl.Callback] = (),
+    overwrite: bool = False,
 ) -> dict:
     """Train, tune thresholds on val, score on test; write metrics.json/.md and config.yaml.
 
     Returns {"heads": {head: evaluate() keys + rare_recall, per_node, pr_curve, threshold_value},
     "start", "mode", "loss", "seed", "threshold", ...} on global rank 0 ({} on other ranks).
     Also writes output_dir/model.ckpt (weights + hierarchies + tuned thresholds) for `evaluate`.
-    `callbacks` are added to the Trainer's (benchmarks, tests).
+    `callbacks` are added to the Trainer's (benchmarks, tests). A new run into an output_dir that
+    holds another run is refused unless `overwrite`; on SIGTERM a resumable last.ckpt is saved and
+    `Interrupted` raised.
     """
     cfg.validate()
-    ckpt = resolve_resume(cfg, resume)
+    cfg.check_inputs()
+    ckpt = find_resume(cfg.output_dir, resume)
+    if rank_zero_only.rank == 0:
+        prepare_output_dir(cfg.output_dir, resume, overwrite, RUN_FILES)
     pl.seed_everything(cfg.trainer_seed, workers=True, verbose=False)
     hierarchies, singles, data, val, test = prepare_data(cfg)
     backbone = build_backbone(cfg.backbone, cfg.encoder_noise, cfg.seed)
@@ -183,16 +208,21 @@ def run_finetune(
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     if trainer.is_global_zero:
         save_config(cfg, Path(cfg.output_dir) / "config.yaml")
-    trainer.fit(module, ckpt_path=ckpt, weights_only=True)
+    guard = next(c for c in trainer.callbacks if isinstance(c, SaveOnSigterm))
+    fit_or_interrupt(trainer, guard, model=module, ckpt_path=ckpt, weights_only=True)
     if not trainer.is_global_zero:
         return {}
     return finish_run(cfg, module, {"val": val, "test": test}, feats)
 
 
 def cli_train(args: argparse.Namespace) -> int:
-    """`hml-finetune train --config F [--resume last|PATH] [key=value ...]`."""
+    """`hml-finetune train --config F [--resume last|PATH] [--overwrite] [key=value ...]`."""
     cfg = load_config(FinetuneConfig, args.config, args.overrides)
-    result = run_finetune(cfg, resume=args.resume)
+    try:
+        result = run_finetune(cfg, resume=args.resume, overwrite=args.overwrite)
+    except Interrupted as exc:
+        command = ["hml-finetune", "train", "--config", args.config, *args.overrides]
+        raise Interrupted(f"{exc}: {shlex.join([*command, '--resume', 'last'])}") from None
     if result:
         print(metrics_markdown(result))
         print(f"wrote {Path(cfg.output_dir) / 'metrics.json'} and metrics.md")

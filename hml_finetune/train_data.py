@@ -4,13 +4,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import webdataset as wds
-from torch.utils.data import DataLoader, TensorDataset
 
 from hml_finetune.data.labels import (
     IGNORE_INDEX,
@@ -19,8 +18,12 @@ from hml_finetune.data.labels import (
     encode_singles,
     encode_split,
     read_split,
+    require_labels,
     single_classes,
     stratified_subset,
+    training_heads,
+    unseen_labels,
+    warn_unseen,
 )
 from hml_finetune.finetune_config import FinetuneConfig
 from hml_finetune.hierarchy import Hierarchy
@@ -34,6 +37,8 @@ __all__ = [
     "training_mask",
     "class_frequency",
     "shard_train_loader",
+    "FeatureBatches",
+    "FeatureBatches",
     "feature_loader",
     "align_split",
     "encode_train",
@@ -106,11 +111,48 @@ def shard_train_loader(
     return SeededEpochs(loader, cfg.trainer_seed, rank)
 
 
+class FeatureBatches:
+    """Cached-feature batches of one rank: each epoch a permutation seeded by (seed, epoch) (or the
+    stored order without shuffling), rank r taking every world-th sample, full batches only. A
+    function of (seed, epoch, rank) alone, so `SeededEpochs` resumes it exactly, mid-epoch too."""
+
+    def __init__(
+        self,
+        tensors: list[torch.Tensor],
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        rank: int,
+        world: int,
+    ) -> None:
+        self.tensors, self.batch_size, self.shuffle = tensors, batch_size, shuffle
+        self.seed, self.rank, self.world, self.epoch = seed, rank, world, 0
+        self.steps = len(tensors[0]) // world // batch_size
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        n, b = len(self.tensors[0]), self.batch_size
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(n, generator=gen)
+        else:
+            order = torch.arange(n)
+        mine = order[self.rank :: self.world]
+        for i in range(self.steps):
+            index = mine[i * b : (i + 1) * b]
+            yield tuple(t[index] for t in self.tensors)
+
+
 def feature_loader(
-    cfg: FinetuneConfig, data: TrainData, heads: list[str], world: int
-) -> DataLoader:
+    cfg: FinetuneConfig, data: TrainData, heads: list[str], rank: int, world: int
+) -> SeededEpochs:
     """Cached features + per-head targets/masks (in `heads` order), then the single-label class
-    indices (in `data.single` order); seeded shuffle, full batches only (as the shards)."""
+    indices (in `data.single` order); seeded shuffle per epoch, full batches only (as the shards)."""
     if len(data.split) < world * cfg.data.batch_size:
         raise ConfigError(
             f"{len(data.split)} training samples are fewer than one batch of "
@@ -118,14 +160,9 @@ def feature_loader(
         )
     tensors = [data.features] + [t for h in heads for t in data.targets[h]]
     tensors += list(data.single.values())
-    gen = torch.Generator().manual_seed(cfg.trainer_seed)
-    return DataLoader(
-        TensorDataset(*tensors),
-        batch_size=cfg.data.batch_size,
-        shuffle=cfg.data.shuffle,
-        drop_last=True,
-        generator=gen,
-    )
+    d, seed = cfg.data, cfg.trainer_seed
+    batches = FeatureBatches(tensors, d.batch_size, d.shuffle, seed, rank, world)
+    return SeededEpochs(batches, seed, rank)
 
 
 def align_split(split: LabelledSplit, keys: list[str]) -> LabelledSplit:
@@ -151,13 +188,26 @@ def prepare_data(
     cfg: FinetuneConfig,
 ) -> tuple[dict[str, Hierarchy], dict[str, list[str]], TrainData, LabelledSplit, LabelledSplit]:
     """Hierarchies (CATAMI + flat heads), single-label classes, the (stratified, seeded) training
-    subset encoded, and the val/test labels."""
-    train, val, test = (read_split(p) for p in (cfg.data.train, cfg.data.val, cfg.data.test))
+    subset encoded, and the val/test labels.
+
+    Label checks come first, before any model is built: an unlabelled training split and a head
+    asked for without training labels are LabelErrors; heads are chosen from the training subset's
+    labels (nodes and classes from every split); val/test labels never seen in training are warned.
+    """
+    d, hc = cfg.data, cfg.heads
+    train, val, test = (read_split(p) for p in (d.train, d.val, d.test))
     if not len(train):
-        raise ConfigError(f"data.train {cfg.data.train}: no samples")
-    hc = cfg.heads
-    hierarchies = build_hierarchies([train, val, test], hc.names, hc.flat, skip=hc.single)
-    singles = single_classes([train, val, test], hc.single)
+        raise ConfigError(f"data.train {d.train}: no samples")
+    require_labels(train, f"data.train {d.train}")
     sub = train.subset(stratified_subset(train, cfg.train_fraction, cfg.seed).tolist())
+    where = f"the training split data.train {d.train}"
+    if cfg.train_fraction < 1.0:
+        where = f"the training subset (train_fraction {cfg.train_fraction}) of data.train {d.train}"
+    names = training_heads(sub, [val, test], hc.names, hc.flat, hc.single, where)
+    hierarchies = build_hierarchies([train, val, test], names, hc.flat, skip=hc.single)
+    singles = single_classes([train, val, test], hc.single)
     data = encode_train(sub, hierarchies, singles, hc.flat, None, len(train))
+    for name, split in (("val", val), ("test", test)):
+        unseen = unseen_labels(sub, split, hierarchies, singles, hc.flat)
+        warn_unseen(unseen, name, str(getattr(d, name)))
     return hierarchies, singles, data, val, test

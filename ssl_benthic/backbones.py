@@ -7,35 +7,27 @@ Every backbone is `timm.create_model(name, num_classes=0)`, so it returns pooled
 from __future__ import annotations
 
 import difflib
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import timm
-import torch
-from safetensors.torch import load_file
 from torch import nn
 
-from ssl_benthic.errors import UserError
+from ssl_benthic.errors import BackboneError
+from ssl_benthic.weights import EXPORT_META, EXPORT_WEIGHTS, load_strict, read_export, read_state
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "BackboneError",
+    "EXPORT_META",
+    "EXPORT_WEIGHTS",
     "create_backbone",
     "feature_dim",
     "check_model_name",
     "read_export",
-    "load_backbone_weights",
 ]
-
-EXPORT_WEIGHTS = "backbone.safetensors"
-EXPORT_META = "backbone.json"
-
-
-class BackboneError(UserError):
-    """A backbone name, weights source or weights file is wrong; the message names it."""
 
 
 def check_model_name(name: str) -> None:
@@ -50,46 +42,6 @@ def check_model_name(name: str) -> None:
 def feature_dim(backbone: nn.Module) -> int:
     """Size of the pooled feature vector a `num_classes=0` timm backbone returns."""
     return int(backbone.num_features)
-
-
-def read_export(path: str | Path) -> tuple[Path, dict[str, Any]]:
-    """Resolve a stage-1 export (folder, or .safetensors with a sibling .json) to (weights, metadata)."""
-    path = Path(path)
-    if path.is_dir():
-        weights, meta_path = path / EXPORT_WEIGHTS, path / EXPORT_META
-    else:
-        weights, meta_path = path, path.with_suffix(".json")
-    if not weights.is_file():
-        raise BackboneError(f"weights file not found: {weights}")
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    return weights, meta
-
-
-def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise BackboneError(f"{path}: expected a state dict of tensors")
-    return state
-
-
-def load_backbone_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load `state` into `model`: fail on a shape mismatch (naming the key), warn on missing/extra keys."""
-    own = model.state_dict()
-    for key, value in state.items():
-        if key in own and own[key].shape != value.shape:
-            raise BackboneError(
-                f"{source}: shape mismatch at '{key}': file has {tuple(value.shape)}, "
-                f"model has {tuple(own[key].shape)}"
-            )
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys:
-        log.warning("%s: missing keys (left at init): %s", source, ", ".join(result.missing_keys))
-    if result.unexpected_keys:
-        log.warning("%s: unexpected keys (ignored): %s", source, ", ".join(result.unexpected_keys))
 
 
 def _imagenet(name: str, weights_file: str | Path | None, kwargs: dict[str, Any]) -> nn.Module:
@@ -122,8 +74,9 @@ def create_backbone(
 ) -> nn.Module:
     """A timm backbone without classifier; `weights` is "random", "imagenet" or a path.
 
-    A path is a stage-1 export (folder or .safetensors + JSON) or a plain state dict file; ViT options
-    (img_size, patch_size) come from the export's JSON unless given here.
+    A path is a stage-1 export (folder or .safetensors + JSON), a pretraining checkpoint or a plain
+    state dict file, loaded strictly (see `ssl_benthic.weights`); ViT options (img_size,
+    patch_size) come from the export's JSON unless given here.
     """
     check_model_name(name)
     kwargs = dict(kw)
@@ -144,5 +97,5 @@ def create_backbone(
     for key, value in (meta.get("model_kwargs") or {}).items():
         kwargs.setdefault(key, value)
     model = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
-    load_backbone_weights(model, _load_state_dict(path), str(path))
+    load_strict(model, read_state(path), str(path))
     return model

@@ -40,10 +40,27 @@ def _add_make_sample(sub: argparse._SubParsersAction) -> None:
         default=0.1,
         help="share of labelled images that leave one head unannotated",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a non-empty --out (only once the new sample is complete)",
+    )
     p.set_defaults(handler="ssl_benthic.data.sample:cli_make_sample")
 
 
 def _add_make_shards(sub: argparse._SubParsersAction) -> None:
+    def bounded(kind: type, ok: object, what: str) -> object:
+        """argparse type: a `kind` number that passes `ok` (`--resize -5` is refused, not 1x1)."""
+
+        def parse(text: str) -> int | float:
+            value = kind(text)
+            if not ok(value):
+                raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+            return value
+
+        parse.__name__ = kind.__name__  # argparse says "invalid int value: 'x'"
+        return parse
+
     p = sub.add_parser(
         "make-shards", help="write webdataset tar shards from a CSV or a folder tree"
     )
@@ -56,6 +73,16 @@ def _add_make_shards(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", required=True, help="output folder for NAME-000000.tar ... and manifest.json"
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a non-empty --out (only once the new shards are complete)",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse rows without an image file before writing; exit 1 if an image does not decode",
+    )
     p.add_argument("--name", default="shard", help="shard file prefix")
     p.add_argument("--image-column", default="image", help="CSV column with the image path")
     p.add_argument(
@@ -66,16 +93,30 @@ def _add_make_shards(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--label-sep", default="|", help="separator of several labels inside one CSV cell"
     )
+    p.add_argument(
+        "--encoding", default="utf-8-sig", help="text encoding of the CSV (e.g. latin-1, cp1252)"
+    )
     p.add_argument("--head", default="label", help="head name for --folder class labels")
     p.add_argument(
-        "--max-shard-mb", type=float, default=256.0, help="upper bound of one shard's size"
+        "--max-shard-mb",
+        type=bounded(float, lambda v: v > 0, "> 0"),
+        default=256.0,
+        help="upper bound of one shard's size",
     )
     p.add_argument(
-        "--max-per-shard", type=int, default=10000, help="upper bound of samples per shard"
+        "--max-per-shard",
+        type=bounded(int, lambda v: v >= 1, ">= 1"),
+        default=10000,
+        help="upper bound of samples per shard",
     )
-    p.add_argument("--resize", type=int, default=0, help="resize the short side to this (0 keeps)")
+    p.add_argument(
+        "--resize",
+        type=bounded(int, lambda v: v >= 0, ">= 0 (0 keeps the size)"),
+        default=0,
+        help="resize the short side to this (0 keeps)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the deterministic shuffle")
-    p.set_defaults(handler="ssl_benthic.data.shards:cli_make_shards")
+    p.set_defaults(handler="ssl_benthic.data.sources:cli_make_shards")
 
 
 def _add_verify(sub: argparse._SubParsersAction) -> None:
@@ -97,15 +138,30 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--config", required=True, help="YAML recipe, e.g. configs/pretrain/byol_sample.yaml"
     )
-    p.add_argument("--resume", default=None, help="'last' or a checkpoint path to carry on from")
-    p.add_argument("overrides", nargs="*", help="key.sub=value overrides of the recipe")
+    add_run_flags(p)
     p.set_defaults(handler="ssl_benthic.train:cli_pretrain")
+
+
+def add_run_flags(p: argparse.ArgumentParser) -> None:
+    """--resume, --overwrite and the overrides of a training command (both stages)."""
+    p.add_argument(
+        "--resume",
+        default=None,
+        help="'last' (output_dir/checkpoints/last.ckpt) or a checkpoint path to carry on from",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in an output_dir that holds another run, deleting its checkpoints",
+    )
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides of the recipe")
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write a checkpoint's backbone as timm safetensors + JSON")
     p.add_argument("checkpoint", help="a pretraining checkpoint (.ckpt)")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an export already in --out")
     p.set_defaults(handler="ssl_benthic.export:cli_export")
 
 
@@ -181,8 +237,9 @@ def _report(exc: Exception) -> int:
     if isinstance(exc, UserError):
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if isinstance(exc, OSError) and exc.filename is not None:
-        print(f"error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+    if isinstance(exc, OSError):  # a missing file, a permission, a full disk: not a bug
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     print(
         f"error: {type(exc).__name__}: {exc} (an internal error: rerun with --debug for the "

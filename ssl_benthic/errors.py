@@ -7,9 +7,19 @@ file, row, key or sample, and exit with status 2; a traceback only with `--debug
 
 from __future__ import annotations
 
-__all__ = ["UserError", "ConfigError", "DataError", "LabelError", "Interrupted", "EXIT_INTERRUPTED"]
+__all__ = [
+    "UserError",
+    "ConfigError",
+    "BackboneError",
+    "DataError",
+    "LabelError",
+    "Interrupted",
+    "EXIT_INTERRUPTED",
+]
 
-EXIT_INTERRUPTED = 143  # 128 + SIGTERM: what a shell reports for a terminated job; SLURM requeues on it
+EXIT_INTERRUPTED = (
+    143  # 128 + SIGTERM: what a shell reports for a terminated job; SLURM requeues on it
+)
 
 
 class UserError(ValueError):
@@ -27,6 +37,10 @@ class DataError(UserError):
 
 class LabelError(DataError):
     """A label is not in its scheme, or a split lacks the labels a run needs: names the sample."""
+
+
+class BackboneError(UserError):
+    """A backbone name, weights source or weights file is wrong; the message names it."""
 
 
 class Interrupted(Exception):

@@ -172,3 +172,13 @@ class PretrainConfig:
             )
         if self.trainer.keep_last_k < 1:
             raise ValueError("trainer.keep_last_k must be >= 1")
+
+    def check_inputs(self) -> None:
+        """The shards, the kNN monitor's folders and a weights file exist (ConfigError naming the key)."""
+        from ssl_benthic.inputs import require_shards, require_weights
+
+        require_shards(self.data.shards, "data.shards")
+        if self.monitor.knn is not None:
+            require_shards(self.monitor.knn.shards, "monitor.knn.shards")
+            require_shards(self.monitor.knn.bank_shards, "monitor.knn.bank_shards")
+        require_weights(self.backbone.weights, self.backbone.weights_file)

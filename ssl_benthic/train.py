@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shlex
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,18 +17,29 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
-from ssl_benthic.config import ConfigError, load_config, save_config
+from ssl_benthic.checkpoints import (
+    LAST,
+    RunCheckpoint,
+    SaveOnSigterm,
+    checkpoint_dir,
+    checkpoint_step,
+    find_resume,
+    fit_or_interrupt,
+    prepare_output_dir,
+)
+from ssl_benthic.config import load_config, save_config
 from ssl_benthic.data.manifest import load_manifest
 from ssl_benthic.data.reader import ShardLoader, make_loader
+from ssl_benthic.errors import Interrupted
 from ssl_benthic.methods import get_method
 from ssl_benthic.methods.base import SSLMethod, eval_transform
 from ssl_benthic.pretrain_config import PretrainConfig
 
-__all__ = ["pretrain", "cli_pretrain", "build_trainer", "ShardDataModule", "resolve_resume"]
+__all__ = ["pretrain", "cli_pretrain", "build_trainer", "ShardDataModule"]
 
 
 def reseed(seed: int) -> None:
@@ -119,22 +131,11 @@ class ShardDataModule(pl.LightningDataModule):
         return self.loader
 
 
-class StepCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint every N steps keeping the last K by step, plus one when training ends."""
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._last_global_step_saved != trainer.global_step and trainer.global_step > 0:
-            candidates = self._monitor_candidates(trainer)
-            self._save_topk_checkpoint(trainer, candidates)
-            self._save_last_checkpoint(trainer, candidates)
-        super().on_train_end(trainer, pl_module)
-
-
 def build_callbacks(cfg: PretrainConfig, method_cls: type[SSLMethod]) -> list[pl.Callback]:
     t = cfg.trainer
     callbacks: list[pl.Callback] = [
-        StepCheckpoint(
-            dirpath=Path(cfg.output_dir) / "checkpoints",
+        RunCheckpoint(
+            dirpath=checkpoint_dir(cfg.output_dir),
             filename="step-{step:08d}",
             every_n_train_steps=t.checkpoint_every_n_steps,
             save_top_k=t.keep_last_k,
@@ -144,6 +145,7 @@ def build_callbacks(cfg: PretrainConfig, method_cls: type[SSLMethod]) -> list[pl
             auto_insert_metric_name=False,
         ),
         LearningRateMonitor(logging_interval="step"),
+        SaveOnSigterm(cfg.output_dir),
     ]
     if cfg.monitor.knn is not None:
         from ssl_benthic.knn_monitor import KNNMonitor
@@ -189,20 +191,6 @@ def build_trainer(
     )
 
 
-def resolve_resume(cfg: PretrainConfig, resume: str | Path | None) -> str | None:
-    """'last' -> output_dir/checkpoints/last.ckpt; a path must exist."""
-    if resume is None:
-        return None
-    path = (
-        Path(cfg.output_dir) / "checkpoints" / "last.ckpt"
-        if str(resume) == "last"
-        else Path(resume)
-    )
-    if not path.is_file():
-        raise ConfigError(f"--resume {resume}: checkpoint not found at {path}")
-    return str(path)
-
-
 @rank_zero_only
 def _write_config(cfg: PretrainConfig) -> None:
     save_config(cfg, Path(cfg.output_dir) / "config.yaml")
@@ -236,13 +224,19 @@ def pretrain(
     cfg: PretrainConfig,
     resume: str | Path | None = None,
     extra_callbacks: Sequence[pl.Callback] = (),
+    overwrite: bool = False,
 ) -> Path:
     """Pretrain as the recipe says (resuming from 'last' or a checkpoint path); returns output_dir.
 
+    A new run into an output_dir holding another run's checkpoints is refused unless `overwrite`.
+    On SIGTERM a resumable `last.ckpt` is saved and `Interrupted` raised.
     `extra_callbacks` are added to the Trainer's (for tests and benchmarks).
     """
     cfg.validate()
-    ckpt = resolve_resume(cfg, resume)
+    cfg.check_inputs()
+    ckpt = find_resume(cfg.output_dir, resume)
+    if rank_zero_only.rank == 0:
+        prepare_output_dir(cfg.output_dir, resume, overwrite)
     pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     if (message := check_queue_size(cfg)) is not None:
         rank_zero_warn(message)
@@ -251,14 +245,34 @@ def pretrain(
     data = ShardDataModule(cfg, method_cls.build_transform(cfg.transform))
     trainer = build_trainer(cfg, method_cls, extra_callbacks)
     _write_config(cfg)
-    trainer.fit(model, datamodule=data, ckpt_path=ckpt, weights_only=True)
+    guard = next(c for c in trainer.callbacks if isinstance(c, SaveOnSigterm))
+    fit_or_interrupt(
+        trainer, guard, model=model, datamodule=data, ckpt_path=ckpt, weights_only=True
+    )
     return Path(cfg.output_dir)
 
 
 def cli_pretrain(args: argparse.Namespace) -> int:
-    """`ssl-benthic pretrain --config F [--resume last|PATH] [key=value ...]`."""
+    """`ssl-benthic pretrain --config F [--resume last|PATH] [--overwrite] [key=value ...]`."""
     cfg = load_config(PretrainConfig, args.config, args.overrides)
-    out = pretrain(cfg, resume=args.resume)
+    start = checkpoint_step(ckpt) if (ckpt := find_resume(cfg.output_dir, args.resume)) else 0
+    try:
+        out = pretrain(cfg, resume=args.resume, overwrite=args.overwrite)
+    except Interrupted as exc:
+        command = ["ssl-benthic", "pretrain", "--config", args.config, *args.overrides]
+        raise Interrupted(f"{exc}: {shlex.join([*command, '--resume', 'last'])}") from None
     if rank_zero_only.rank == 0:
-        print(f"pretraining done: checkpoints in {out / 'checkpoints'}, logs in {out / 'logs'}")
+        _print_done(out, start, cfg.trainer.max_steps)
     return 0
+
+
+def _print_done(out: Path, start: int, max_steps: int) -> None:
+    end = checkpoint_step(checkpoint_dir(out) / LAST)
+    if end == start and start > 0:
+        print(
+            f"nothing to train: the run in {out} had already reached step {end} (max_steps {max_steps})"
+        )
+    else:
+        print(
+            f"pretraining done at step {end}: checkpoints in {checkpoint_dir(out)}, logs in {out / 'logs'}"
+        )

@@ -3,6 +3,7 @@ export, a skipped ImageNet start), resume, interruption, and the report's mean +
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -112,8 +113,12 @@ def test_grid_end_to_end_reports_every_cell_and_resumes(
     assert "PARTIAL grid" in report
     for start, mode, loss, seed in expected:
         assert f"| {start}-{mode}-{loss}-s{seed} |" in report  # the all-cells table
-    assert "| broken-linear-mcloss-s0 | failed | BackboneError: weights file not found" in report
+    assert "| broken-linear-mcloss-s0 | failed | ConfigError: backbone.weights: weights" in report
     assert "| imagenet-linear-weighted-s0 | skipped | skipped: no weights" in report
+    export_file = tmp_path / "export" / "backbone.safetensors"
+    sha = hashlib.sha256(export_file.read_bytes()).hexdigest()
+    assert f"| ssl | {export_file} | {sha} | 2 |" in report  # the weights each start used
+    assert "| random | - (random init or the hub) | - | 2 |" in report
     assert "| random | linear | weighted |" in report and "| 1/1 |" in report
     for head in ("biota", "substrate"):
         for kind in ("depth_recall", "pr", "rare_recall"):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
-import logging
 from pathlib import Path
 
 import pytest
@@ -12,10 +12,11 @@ import torch
 from safetensors.torch import save_file
 from ssl_fixtures import make_shards, tiny_config
 
-from ssl_benthic.backbones import BackboneError, create_backbone, feature_dim
+from ssl_benthic.backbones import BackboneError, create_backbone, feature_dim, read_export
 from ssl_benthic.export import export_backbone
 from ssl_benthic.methods import get_method
 from ssl_benthic.train import pretrain
+from ssl_benthic.weights import weights_identity
 
 
 @pytest.fixture(scope="module")
@@ -110,13 +111,66 @@ def test_shape_mismatch_names_the_key(tmp_path: Path) -> None:
         create_backbone("resnet10t", weights=path)
 
 
-def test_missing_and_unexpected_keys_are_reported(tmp_path: Path, caplog) -> None:
+def test_missing_and_unexpected_keys_fail_naming_them(tmp_path: Path) -> None:
+    """Loading is strict: a missing or an unexpected key fails (it used to warn and train on)."""
     state = timm.create_model("resnet10t", num_classes=0).state_dict()
     state.pop("bn1.weight")
     state["extra.weight"] = torch.zeros(1)
     path = tmp_path / "w.safetensors"
     save_file({k: v.contiguous() for k, v in state.items()}, str(path))
-    with caplog.at_level(logging.WARNING):
+    with pytest.raises(
+        BackboneError,
+        match=r"missing 1 keys \(bn1\.weight\); unexpected 1 keys \(extra\.weight\)",
+    ):
         create_backbone("resnet10t", weights=path)
-    assert "missing keys (left at init): bn1.weight" in caplog.text
-    assert "unexpected keys (ignored): extra.weight" in caplog.text
+
+
+def test_a_classifier_in_the_file_is_left_out(tmp_path: Path) -> None:
+    """An ImageNet-style file with `fc.*` loads into the classifier-free backbone, all else equal."""
+    source = timm.create_model("resnet10t", num_classes=7)
+    path = tmp_path / "with_fc.pt"
+    torch.save({"state_dict": source.state_dict()}, path)
+    model = create_backbone("resnet10t", weights=path)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, source.state_dict()[key]), key
+
+
+def test_a_foreign_training_checkpoint_is_refused_with_advice(tmp_path: Path) -> None:
+    """A solo-learn style checkpoint (prefixed keys) names the problem and what to do."""
+    state = timm.create_model("resnet10t", num_classes=0).state_dict()
+    ckpt = {"state_dict": {f"backbone.{k}": v for k, v in state.items()}}
+    path = tmp_path / "solo.ckpt"
+    torch.save(ckpt, path)
+    with pytest.raises(BackboneError, match=r"missing \d+ keys .*training checkpoint.*export"):
+        create_backbone("resnet10t", weights=path)
+
+
+def test_a_pretraining_checkpoint_loads_as_its_student_backbone(
+    shards: Path, tmp_path: Path
+) -> None:
+    """`weights: runs/.../last.ckpt` gives exactly the exported backbone (it used to load no key
+    and train from random init), with the recipe's normalisation in its metadata."""
+    ckpt, cfg = _train(shards, tmp_path / "run", transform={"mean": [0.1, 0.2, 0.3]})
+    export = export_backbone(ckpt, tmp_path / "export")
+    from_ckpt = create_backbone("resnet10t", weights=ckpt).state_dict()
+    from_export = create_backbone("resnet10t", weights=export).state_dict()
+    assert from_ckpt.keys() == from_export.keys()
+    for key, value in from_export.items():
+        assert torch.equal(from_ckpt[key], value), key
+    assert read_export(ckpt)[1]["mean"] == [0.1, 0.2, 0.3]
+    with pytest.raises(BackboneError, match="already holds an export: pass --overwrite"):
+        export_backbone(ckpt, tmp_path / "export")
+    export_backbone(ckpt, tmp_path / "export", overwrite=True)
+
+
+def test_weights_identity_is_the_sha256_of_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "w.safetensors"
+    save_file({"a": torch.arange(4.0)}, str(path))
+    expected = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert weights_identity(str(path), None) == {
+        "source": str(path),
+        "file": str(path),
+        "sha256": expected,
+    }
+    assert weights_identity("imagenet", str(path))["sha256"] == expected
+    assert weights_identity("random", None)["sha256"] is None

@@ -122,9 +122,12 @@ def test_run_writes_results_and_evaluate_reproduces_them(shards, tmp_path):
     rows = biota["per_node"]
     assert len(rows) == biota["n_nodes"]
     assert {"node", "depth", "train_freq", "recall", "f1", "ap"} <= set(rows[0])
-    rare = [r["recall"] for r in rows if r["test_positives"] and r["train_freq"] < 0.05]
+    # rare: seen in training (n_j > 0) but below 0.05; test-only nodes (n_j = 0) are unseen
+    rare = [r["recall"] for r in rows if r["test_positives"] and 0 < r["train_freq"] < 0.05]
     expect = sum(rare) / len(rare) if rare else math.nan
     assert biota["rare_recall"] == pytest.approx(expect, nan_ok=True)
+    unseen = [r for r in rows if r["test_positives"] and r["train_freq"] == 0]
+    assert biota["n_unseen_nodes"] == len(unseen) and biota["n_rare_nodes"] == len(rare)
     assert 2 <= len(biota["pr_curve"]["precision"]) <= 200
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["heads"]["substrate"]["au_prc"] == pytest.approx(

@@ -6,6 +6,7 @@ of it (same header). The MCLoss check re-implements the published C-HMCNN code (
 """
 
 import csv
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from hml_finetune.hmc import (
     train_mask,
 )
 from hml_finetune.losses import NodeWeighting
+from ssl_benthic.errors import DataError
 
 SPO = Path(__file__).parent / "data" / "spo_FUN.valid.arff"
 SLICES = {"train": slice(0, 400), "valid": slice(400, 600), "test": slice(600, None)}
@@ -70,10 +72,10 @@ def test_dataset_files_names_the_missing_file_and_known_datasets(data_dir, tmp_p
     )
     assert dataset_files(data_dir, "Diatoms")[1] is None  # no valid file for the 'others'
     (tmp_path / "seq_FUN.train.arff").write_text("")
-    with pytest.raises(FileNotFoundError, match=r"seq_FUN\.valid\.arff") as err:
+    with pytest.raises(DataError, match=r"seq_FUN\.valid\.arff") as err:
         dataset_files(tmp_path, "seq_FUN")
     assert "cellcycle_FUN" in str(err.value) and "ImCLEF07D" in str(err.value)
-    with pytest.raises(FileNotFoundError, match=r"Enron_corr_trainvalid\.arff"):
+    with pytest.raises(DataError, match=r"Enron_corr_trainvalid\.arff"):
         dataset_files(tmp_path, "Enron")
 
 
@@ -268,7 +270,7 @@ def test_settings_validate():
 
 
 # ----------------------------------------------------------------------------- CLI
-def test_cli_writes_csv_and_markdown(data_dir, tmp_path):
+def test_cli_writes_csv_and_markdown(data_dir, tmp_path, capsys):
     out = tmp_path / "out"
     args = ["hmc", "--data-dir", str(data_dir), "--dataset", "spo_FUN", "--epochs", "1"]
     assert hml_main([*args, "--seeds", "0-1", "--out", str(out)]) == 0
@@ -293,8 +295,8 @@ def test_cli_writes_csv_and_markdown(data_dir, tmp_path):
         assert next(csv.DictReader(fh))["protocol"] == "train->valid tune"
     with (out / "spo_FUN_weighted_class-wise_negative_e1_0.5.csv").open() as fh:
         assert next(csv.DictReader(fh))["protocol"] == "train+valid"
-    with pytest.raises(SystemExit, match="refit needs a tuned threshold"):
-        hml_main([*published, "--refit"])
+    assert hml_main([*published, "--refit"]) == 2
+    assert "refit needs a tuned threshold" in capsys.readouterr().err
 
 
 def test_cli_jobs_run_seeds_in_worker_processes_with_the_same_results(data_dir, tmp_path):
@@ -330,8 +332,11 @@ def test_run_tag_names_every_setting_that_changes_the_run():
     assert run_tag("d", refit) == "d_mcloss_per-node-refit"
 
 
-def test_cli_missing_dataset_is_a_clear_error(data_dir, tmp_path):
-    with pytest.raises(SystemExit, match=r"nope\.train\.arff.*known datasets: cellcycle_FUN"):
-        hml_main(["hmc", "--data-dir", str(data_dir), "--dataset", "nope", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit, match="threshold"):
-        hml_main(["hmc", "--data-dir", str(data_dir), "--dataset", "spo_FUN", "--threshold", "2"])
+def test_cli_missing_dataset_is_a_clear_error(data_dir, tmp_path, capsys):
+    args = ["hmc", "--data-dir", str(data_dir), "--dataset", "nope", "--out", str(tmp_path)]
+    assert hml_main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(r"nope\.train\.arff.*known datasets: cellcycle_FUN", err[0])
+    args = ["hmc", "--data-dir", str(data_dir), "--dataset", "spo_FUN", "--threshold", "2"]
+    assert hml_main(args) == 2
+    assert "threshold" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from ssl_benthic.catami import SEP, depth_of, head_of, is_valid_path
 from ssl_benthic.data.sample import draw_labels, draw_sample, make_sample
 from ssl_benthic.data.sample_labels import BIOTA_CLASSES, RARE_PATHS
 from ssl_benthic.data.summary import iter_metas, split_folders, summarize
+from ssl_benthic.errors import DataError
 
 TINY = {"n_unlabelled": 16, "n_labelled": 30, "size": 32}
 
@@ -149,3 +151,43 @@ def test_a_linear_classifier_learns_substrate_and_biota_from_pixels():
         accuracy = (clf.predict(X[n_train:]) == y[n_train:]).mean()
         majority = Counter(y[n_train:]).most_common(1)[0][1] / (n - n_train)
         assert accuracy > 2 * majority, (accuracy, majority)
+
+
+def test_failed_make_sample_leaves_the_earlier_sample_and_refuses_without_overwrite(
+    tiny, tmp_path, monkeypatch
+):
+    import ssl_benthic.data.sample as sample
+
+    out = tmp_path / "s"
+    shutil.copytree(tiny, out)
+    before = _digests(out)
+    draw = sample._samples
+
+    def failing(seed, split, n, **params):
+        if split == "val":
+            raise RuntimeError("drawing failed")
+        return draw(seed, split, n, **params)
+
+    monkeypatch.setattr(sample, "_samples", failing)
+    with pytest.raises(RuntimeError, match="drawing failed"):
+        make_sample(out, seed=6, overwrite=True, **TINY)
+    assert _digests(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]  # no partial folder left
+    monkeypatch.setattr(sample, "_samples", draw)
+    with pytest.raises(DataError, match="folder is not empty; pass --overwrite"):
+        make_sample(out, seed=6, **TINY)
+    assert _digests(out) == before
+    make_sample(out, seed=6, overwrite=True, **TINY)
+    make_sample(tmp_path / "fresh", seed=6, **TINY)
+    assert _digests(out) == _digests(tmp_path / "fresh") != before
+
+
+def test_make_sample_cli_refuses_a_folder_of_shards(tiny, tmp_path, capsys):
+    from ssl_benthic.cli import main
+
+    out = tmp_path / "mine"
+    shutil.copytree(tiny / "train", out)  # a user's shard folder
+    before = _digests(out)
+    assert main(["make-sample", "--out", str(out), "--n-unlabelled", "0", "--n-labelled", "8"]) == 2
+    assert f"error: {out}: folder is not empty; pass --overwrite" in capsys.readouterr().err
+    assert _digests(out) == before

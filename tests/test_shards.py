@@ -24,6 +24,7 @@ from ssl_benthic.data.reader import (
     shard_urls,
 )
 from ssl_benthic.data.shards import ShardSample, verify_shards, write_shards
+from ssl_benthic.errors import DataError
 
 
 def _encode(i: int, fmt: str = "PNG", size: tuple[int, int] = (8, 8)) -> bytes:
@@ -110,6 +111,53 @@ def test_duplicate_key_and_bad_manifest_entry_are_rejected(tmp_path: Path) -> No
     (tmp_path / "m/manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="outside.tar"):
         load_manifest(tmp_path / "m")
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _failing_after(samples: list[ShardSample], k: int, exc: BaseException):
+    yield from samples[:k]
+    raise exc
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("disk on fire"), KeyboardInterrupt()])
+def test_failed_write_leaves_the_earlier_set_byte_identical(tmp_path: Path, exc) -> None:
+    out = tmp_path / "out"
+    write_shards(_samples(9), out, max_per_shard=3)
+    before = _digests(out)
+    assert len(before) == 4  # three shards and the manifest
+    with pytest.raises(type(exc)):
+        write_shards(_failing_after(_samples(9), 5, exc), out, max_per_shard=2, overwrite=True)
+    assert _digests(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # the partial folder is gone
+
+
+def test_non_empty_out_is_refused_and_overwrite_replaces_it_whole(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    write_shards(_samples(9), out, max_per_shard=3)
+    before = _digests(out)
+    with pytest.raises(DataError, match=r"out: folder is not empty; pass --overwrite"):
+        write_shards(_samples(2), out)
+    assert _digests(out) == before
+    manifest = write_shards(_samples(2), out, overwrite=True)
+    assert sorted(_digests(out)) == ["manifest.json", "shard-000000.tar"]  # old shards 1, 2 gone
+    assert load_manifest(out) == manifest and manifest["num_samples"] == 2
+    assert verify_shards(out).ok
+
+
+def test_verify_reports_a_tar_the_manifest_does_not_list(tmp_path: Path) -> None:
+    write_shards(_samples(4), tmp_path / "s", max_per_shard=2)
+    (tmp_path / "s/shard-000002.tar").write_bytes((tmp_path / "s/shard-000001.tar").read_bytes())
+    report = verify_shards(tmp_path / "s")
+    assert report.faults == [
+        f"{tmp_path / 's/shard-000002.tar'}: not listed in {tmp_path / 's/manifest.json'}"
+    ]
 
 
 def _keys_read(shards: Path, rank: int, epochs: int = 1, **kw) -> list[list[str]]:
@@ -211,7 +259,7 @@ def test_csv_path_escaping_images_root_is_rejected(tmp_path: Path) -> None:
     _write_images(tmp_path, ["secret.png"])
     (tmp_path / "root").mkdir()
     (tmp_path / "list.csv").write_text("image,catami_biota\n../secret.png,x\n")
-    from ssl_benthic.data.shards import make_shards_from_csv
+    from ssl_benthic.data.sources import make_shards_from_csv
 
     with pytest.raises(ValueError, match="escapes the images root"):
         make_shards_from_csv(tmp_path / "list.csv", tmp_path / "root", tmp_path / "out")

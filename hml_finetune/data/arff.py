@@ -15,6 +15,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.preprocessing import StandardScaler
 
 from hml_finetune.hierarchy import Hierarchy, parse_arff_hierarchy
+from ssl_benthic.errors import DataError
 
 NUMERIC_TYPES = {"numeric", "real", "integer"}
 
@@ -54,7 +55,7 @@ def _parse_attribute(line: str, where: str) -> tuple[_Attribute, Hierarchy | Non
     if kind.startswith("{") and kind.endswith("}"):
         values = [v.strip().strip("'\"") for v in kind[1:-1].split(",")]
         return _Attribute(name, "nominal", values), None
-    raise ValueError(f"{where}: attribute {name!r} has unsupported type {kind!r}")
+    raise DataError(f"{where}: attribute {name!r} has unsupported type {kind!r}")
 
 
 def _read_sections(path: Path) -> tuple[list[_Attribute], Hierarchy, list[tuple[int, list[str]]]]:
@@ -77,7 +78,7 @@ def _read_sections(path: Path) -> tuple[list[_Attribute], Hierarchy, list[tuple[
             elif head.startswith("@DATA"):
                 in_data = True
     if hierarchy is None:
-        raise ValueError(f"{path}: no hierarchical class attribute")
+        raise DataError(f"{path}: no hierarchical class attribute")
     return attrs, hierarchy, rows
 
 
@@ -88,7 +89,7 @@ def _numeric(rows: list[tuple[int, list[str]]], idx: list[int], path: Path) -> n
     try:
         values = flat.astype(np.float64)
     except ValueError as err:
-        raise ValueError(f"{path}: non-numeric value in a numeric attribute: {err}") from None
+        raise DataError(f"{path}: non-numeric value in a numeric attribute: {err}") from None
     return values.reshape(len(rows), len(idx))
 
 
@@ -103,7 +104,7 @@ def _one_hot(
         if v == "?":
             continue
         if v not in lookup:
-            raise ValueError(
+            raise DataError(
                 f"{path}:{lineno}: value {v!r} not declared for attribute {attr.name!r}"
             )
         out[r, lookup[v]] = 1.0
@@ -134,16 +135,14 @@ def read_arff(path: str | Path) -> ArffData:
     attrs, hierarchy, rows = _read_sections(path)
     for lineno, fields in rows:
         if len(fields) != len(attrs):
-            raise ValueError(f"{path}:{lineno}: {len(fields)} values, expected {len(attrs)}")
+            raise DataError(f"{path}:{lineno}: {len(fields)} values, expected {len(attrs)}")
     class_idx = next(i for i, a in enumerate(attrs) if a.kind == "class")
     labels = []
     for lineno, fields in rows:
         row_labels = [t.strip() for t in fields[class_idx].split("@") if t.strip()]
         for t in row_labels:
             if t not in hierarchy.index:
-                raise ValueError(
-                    f"{path}:{lineno}: unknown label {t!r}: not in the class hierarchy"
-                )
+                raise DataError(f"{path}:{lineno}: unknown label {t!r}: not in the class hierarchy")
         labels.append(row_labels)
     X, names = _features(attrs, rows, path)
     return ArffData(X, labels, hierarchy, names, str(path))

@@ -1,11 +1,13 @@
 """Shard labels -> per-head CATAMI hierarchies, targets and masks, and stratified training subsets.
 
-Hierarchy choice: one hierarchy per CATAMI head (biota, substrate, relief, bedforms), whose nodes are
-the CATAMI paths used by any labelled split given (train, val, test) plus all their ancestors. Not the
-whole scheme (311 paths): a node no split uses has nothing to learn or score and would only add zeros
-to the "all nodes" macro scores. Only label paths are read (no images, no statistics), so taking
-val/test paths into the node list leaks nothing the model fits; a test split with a path outside the
-hierarchy fails naming the path and the sample.
+Hierarchy choice: one hierarchy per CATAMI head (biota, substrate, relief, bedforms) labelled in the
+training split (`training_heads`: a head labelled only in val/test is left out with a warning, one
+the config asks for is an error), whose nodes are the CATAMI paths used by any labelled split given
+(train, val, test) plus all their ancestors. Not the whole scheme (311 paths): a node no split uses
+has nothing to learn or score and would only add zeros to the "all nodes" macro scores. Only label
+paths are read (no images, no statistics), so taking val/test paths into the node list leaks nothing
+the model fits; a test split with a path outside the hierarchy fails naming the path and the sample,
+and labels of val/test never seen in training are named in a warning (`unseen_labels`).
 
 Two kinds of extra head (config `heads.flat` / `heads.single`) carry plain class names instead of
 CATAMI paths: a flat multi-label head becomes a depth-1 hierarchy (root "[COLOUR]", nodes
@@ -16,6 +18,7 @@ encoded as one class index per sample (`IGNORE_INDEX` where unannotated).
 from __future__ import annotations
 
 import difflib
+import warnings
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
@@ -27,12 +30,19 @@ import torch
 from hml_finetune.hierarchy import Hierarchy
 from ssl_benthic.catami import HEADS, SEP, catami_nodes, depth_of, head_of
 from ssl_benthic.data.reader import iter_samples
+from ssl_benthic.errors import LabelError
 
 __all__ = [
     "IGNORE_INDEX",
     "LabelledSplit",
     "read_split",
     "check_labels",
+    "has_labels",
+    "require_labels",
+    "labelled_heads",
+    "training_heads",
+    "unseen_labels",
+    "warn_unseen",
     "flat_root",
     "head_labels",
     "build_hierarchies",
@@ -76,10 +86,10 @@ def read_split(shards: str | Path) -> LabelledSplit:
     for key, _, meta in iter_samples(shards, decode=False):
         raw = meta.get("labels") or {}
         if not isinstance(raw, dict):
-            raise ValueError(f"{shards}: sample {key!r} has 'labels' that is not a mapping")
+            raise LabelError(f"{shards}: sample {key!r} has 'labels' that is not a mapping")
         for head, value in raw.items():
             if value is not None and not isinstance(value, list):
-                raise ValueError(
+                raise LabelError(
                     f"{shards}: sample {key!r}: labels of head {head!r} must be a list, "
                     f"got {value!r}"
                 )
@@ -107,15 +117,115 @@ def check_labels(split: LabelledSplit, extra: Collection[str] = ()) -> None:
                             f"; {head!r} is not a CATAMI head: list it in heads.flat "
                             "or heads.single"
                         )
-                    raise ValueError(
+                    raise LabelError(
                         f"{split.source}: sample {key!r}: label path {path!r} (head {head!r}) "
                         f"is not in the CATAMI scheme{hint}"
                     )
                 if head_of(path) != head:
-                    raise ValueError(
+                    raise LabelError(
                         f"{split.source}: sample {key!r}: label path {path!r} is filed under "
                         f"head {head!r} but belongs to {head_of(path)!r}"
                     )
+
+
+def has_labels(labels: dict[str, list[str]]) -> bool:
+    """Whether a sample's `labels` dict holds at least one label (empty lists do not count)."""
+    return any(labels.values())
+
+
+def require_labels(split: LabelledSplit, what: str) -> None:
+    """A split without a single label is a LabelError naming it (`what`: its config key and path):
+    training on it learns nothing, scoring it measures nothing."""
+    if not any(has_labels(lab) for lab in split.labels):
+        raise LabelError(
+            f"{what}: none of its {len(split)} samples has labels (no 'labels' in their JSON, or "
+            "only empty lists): it needs a labelled shard folder"
+        )
+
+
+def labelled_heads(splits: Iterable[LabelledSplit]) -> set[str]:
+    """The heads with at least one label in any of the splits."""
+    return {h for split in splits for lab in split.labels for h, v in lab.items() if v}
+
+
+def training_heads(
+    train: LabelledSplit,
+    others: Iterable[LabelledSplit],
+    names: Sequence[str] | None,
+    flat: Sequence[str],
+    single: Sequence[str],
+    where: str,
+) -> list[str]:
+    """The CATAMI heads to train: `names`, or (None) every CATAMI head labelled in `train`; a head
+    labelled only in `others` (val/test) is left out with a warning, as it would train on nothing.
+
+    A head the config asks for (heads.names, heads.flat, heads.single) without a label in `train`
+    is a LabelError naming the head and `where` (the training split).
+    """
+    trained = labelled_heads([train])
+    for key, heads in (("names", names or ()), ("flat", flat), ("single", single)):
+        for head in heads:
+            if head not in trained:
+                raise LabelError(
+                    f"head {head!r} (heads.{key}) has no labels in {where}, so it would train on "
+                    f"nothing (heads labelled there: {', '.join(sorted(trained)) or 'none'}); "
+                    f"label it there or drop it from heads.{key}"
+                )
+    if names is not None:
+        return list(names)
+    elsewhere = labelled_heads(others) - trained
+    for head in (h for h in HEADS if h in elsewhere):
+        warnings.warn(
+            f"head {head!r} has labels in val/test only, none in {where}: left out "
+            "(it would train on nothing)",
+            stacklevel=2,
+        )
+    return [h for h in HEADS if h in trained]
+
+
+def _positive_labels(
+    split: LabelledSplit,
+    hierarchies: dict[str, Hierarchy],
+    singles: dict[str, list[str]],
+    flat: Collection[str],
+) -> dict[str, set[str]]:
+    """Per head, the evaluated nodes (not roots) or classes with a known positive in `split`."""
+    out = {}
+    for head, (y, m) in encode_split(split, hierarchies, flat).items():
+        h = hierarchies[head]
+        pos = ((y > 0.5) & (m != 0)).any(0).tolist()
+        out[head] = {n for n, p in zip(h.nodes, pos, strict=True) if p and n not in h.roots}
+    for head in singles:
+        out[head] = {str(v[0]) for lab in split.labels if (v := lab.get(head))}
+    return out
+
+
+def unseen_labels(
+    train: LabelledSplit,
+    other: LabelledSplit,
+    hierarchies: dict[str, Hierarchy],
+    singles: dict[str, list[str]],
+    flat: Collection[str] = (),
+) -> dict[str, list[str]]:
+    """Per head, the labels (nodes or classes, sorted) positive in `other` but never in `train`:
+    the model never saw them, so they are no "rare" nodes (see `head_metrics.rare_recall`)."""
+    seen = _positive_labels(train, hierarchies, singles, flat)
+    found = _positive_labels(other, hierarchies, singles, flat)
+    return {h: sorted(found[h] - seen[h]) for h in found if found[h] - seen[h]}
+
+
+def warn_unseen(unseen: dict[str, list[str]], name: str, source: str, show: int = 5) -> None:
+    """One warning per head naming its labels of the `name` split never seen in training (the first
+    `show`, then a count)."""
+    for head, labels in unseen.items():
+        listed = ", ".join(repr(n) for n in labels[:show])
+        more = f" (+{len(labels) - show} more)" if len(labels) > show else ""
+        noun = "label" if len(labels) == 1 else "labels"
+        warnings.warn(
+            f"head {head!r}: {len(labels)} {noun} in the {name} split {source} never seen in "
+            f"training: {listed}{more}; scored, but not counted in rare_recall",
+            stacklevel=2,
+        )
 
 
 def flat_root(head: str) -> str:
@@ -134,7 +244,7 @@ def _check_flat(split: LabelledSplit, head: str) -> None:
     for key, labels in zip(split.keys, split.labels, strict=True):
         for name in labels.get(head) or []:
             if not isinstance(name, str) or not name.strip() or SEP in name:
-                raise ValueError(
+                raise LabelError(
                     f"{split.source}: sample {key!r}: flat head {head!r} label {name!r} must be a "
                     f"plain class name (non-empty, no {SEP.strip()!r})"
                 )
@@ -163,7 +273,7 @@ def build_hierarchies(
     out = {}
     for head in [*wanted, *flat]:
         if not used.get(head):
-            raise ValueError(
+            raise LabelError(
                 f"head {head!r} has no labels in the data (heads with labels: "
                 f"{', '.join(h for h in HEADS if used.get(h)) or 'none'})"
             )
@@ -184,7 +294,7 @@ def encode_split(
         try:
             out[head] = hierarchy.encode_many(lists, split.keys)
         except ValueError as exc:
-            raise ValueError(f"{split.source or 'labels'} (head {head!r}): {exc}") from None
+            raise LabelError(f"{split.source or 'labels'} (head {head!r}): {exc}") from None
     return out
 
 
@@ -197,14 +307,14 @@ def single_classes(splits: Iterable[LabelledSplit], heads: Sequence[str]) -> dic
             for head in heads:
                 names = labels.get(head) or []
                 if len(names) > 1:
-                    raise ValueError(
+                    raise LabelError(
                         f"{split.source}: sample {key!r}: single-label head {head!r} has "
                         f"{len(names)} labels {names}; it takes one class per image"
                     )
                 used[head].update(str(n) for n in names)
     for head, classes in used.items():
         if len(classes) < 2:
-            raise ValueError(
+            raise LabelError(
                 f"single-label head {head!r} has {len(classes)} class(es) in the data "
                 f"{sorted(classes)}; it needs at least two"
             )
@@ -223,13 +333,13 @@ def encode_single(
     out = torch.full((len(label_lists),), IGNORE_INDEX, dtype=torch.long)
     for b, (names, key) in enumerate(zip(label_lists, keys, strict=True)):
         if len(names) > 1:
-            raise ValueError(
+            raise LabelError(
                 f"sample {key!r}: single-label head {head!r} has {len(names)} labels "
                 f"{list(names)}; it takes one class per image"
             )
         if names:
             if names[0] not in index:
-                raise ValueError(
+                raise LabelError(
                     f"sample {key!r}: unknown class {names[0]!r} of single-label head {head!r} "
                     f"(known: {', '.join(classes)})"
                 )
@@ -245,7 +355,7 @@ def encode_singles(split: LabelledSplit, singles: dict[str, list[str]]) -> dict[
         try:
             out[head] = encode_single(lists, classes, split.keys, head)
         except ValueError as exc:
-            raise ValueError(f"{split.source or 'labels'}: {exc}") from None
+            raise LabelError(f"{split.source or 'labels'}: {exc}") from None
     return out
 
 

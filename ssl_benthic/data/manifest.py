@@ -6,6 +6,8 @@ import json
 import re
 from pathlib import Path
 
+from ssl_benthic.errors import DataError
+
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 _SHARD_FILE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*\.tar")
@@ -19,19 +21,19 @@ def load_manifest(path: str | Path) -> dict:
     try:
         manifest = json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{file}: not valid JSON: {exc}") from exc
+        raise DataError(f"{file}: not valid JSON: {exc}") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        raise ValueError(f"{file}: not a format-{MANIFEST_FORMAT} shard manifest")
+        raise DataError(f"{file}: not a format-{MANIFEST_FORMAT} shard manifest")
     shards = manifest.get("shards")
     if not isinstance(shards, list) or not isinstance(manifest.get("num_samples"), int):
-        raise ValueError(f"{file}: needs a 'shards' list and an integer 'num_samples'")
+        raise DataError(f"{file}: needs a 'shards' list and an integer 'num_samples'")
     for entry in shards:
         name = entry.get("file") if isinstance(entry, dict) else None
         if not isinstance(name, str) or not _SHARD_FILE.fullmatch(name):
-            raise ValueError(f"{file}: shard entry {entry!r} lacks a plain '*.tar' file name")
+            raise DataError(f"{file}: shard entry {entry!r} lacks a plain '*.tar' file name")
         for key in ("num_samples", "bytes", "sha256"):
             if key not in entry:
-                raise ValueError(f"{file}: shard {name} lacks {key!r}")
+                raise DataError(f"{file}: shard {name} lacks {key!r}")
     return manifest
 
 

@@ -8,7 +8,6 @@ is ever unpickled (webdataset's default decoders would unpickle `.pyd`/`.pickle`
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -26,7 +25,9 @@ import webdataset as wds
 from PIL import Image
 from torch.utils.data import IterableDataset, default_collate
 
+from ssl_benthic.data.images import decode_rgb
 from ssl_benthic.data.manifest import MANIFEST, is_index, load_manifest, manifest_folders
+from ssl_benthic.errors import DataError
 
 IMAGE_EXTS = ("jpg", "png", "webp")
 
@@ -75,7 +76,7 @@ def shard_urls(path: str | Path | Sequence[str | Path]) -> list[str]:
         folder = p if p.is_dir() else p.parent
         if not (folder / MANIFEST).is_file() or is_index(folder):
             subs = [str(f) for f in manifest_folders(folder)]
-            raise ValueError(f"{folder}: no shard {MANIFEST}; pick one of the shard folders {subs}")
+            raise DataError(f"{folder}: no shard {MANIFEST}; pick one of the shard folders {subs}")
         return [str(folder / e["file"]) for e in load_manifest(folder)["shards"]]
     return list(wds.shardlists.expand_urls(str(path)))
 
@@ -86,7 +87,7 @@ def _epoch_samples(shards: Any, epoch_samples: int | None) -> int:
     p = Path(shards) if isinstance(shards, str | Path) else None
     if p is not None and (p.is_dir() or p.name == MANIFEST):
         return load_manifest(p)["num_samples"]
-    raise ValueError(f"{shards!r}: no manifest to count samples from; pass epoch_samples")
+    raise DataError(f"{shards!r}: no manifest to count samples from; pass epoch_samples")
 
 
 def resolve_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -148,12 +149,9 @@ class _EpochShuffle:
 
 
 def open_image(data: bytes) -> Image.Image:
-    """Decode image bytes fully to an RGB PIL image; truncated data and PIL warnings raise."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            return im.convert("RGB")
+    """Decode image bytes fully to an upright 8-bit RGB PIL image (EXIF orientation applied,
+    16-bit scaled by 1/257, as `make-shards` stores them); truncated data and PIL warnings raise."""
+    return decode_rgb(data)
 
 
 def _decode(sample: dict, decode: bool, keep_meta: bool) -> tuple[Any, dict] | None:
@@ -277,7 +275,7 @@ class ShardLoader(wds.WebLoader):
             done += 1
             yield batch
         if done < self.steps:
-            raise RuntimeError(
+            raise DataError(
                 f"shard loader gave {done} of {self.steps} batches: too few samples per worker "
                 "for one batch (fewer workers, a smaller batch or more shards would help)"
             )
@@ -311,9 +309,9 @@ def make_loader(
     per_step = world_size * batch_size
     steps = total // per_step if drop_last else math.ceil(total / per_step)
     if steps < 1:
-        raise ValueError(f"{total} samples per epoch is less than one step of {per_step}")
+        raise DataError(f"{total} samples per epoch is less than one step of {per_step}")
     if len(urls) < world_size:
-        raise ValueError(f"{len(urls)} shards cannot feed {world_size} ranks; make more shards")
+        raise DataError(f"{len(urls)} shards cannot feed {world_size} ranks; make more shards")
     if len(urls) < world_size * max(1, num_workers):
         warnings.warn(
             f"{len(urls)} shards for {world_size} ranks x {max(1, num_workers)} workers: "

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ssl_benthic.data.atomic import atomic_folder
 from ssl_benthic.data.sample_labels import Scene, annotate, draw_scene
 from ssl_benthic.data.shards import ShardSample, write_shards
 from ssl_benthic.data.synth_camera import N_SITES, render_scene
@@ -134,41 +135,54 @@ def make_sample(
     unannotated_fraction: float = 0.1,
     jpeg_quality: int = 90,
     max_per_shard: int = 200,
+    overwrite: bool = False,
 ) -> dict:
     """Draw the sample and write one shard folder per split plus a top-level manifest.json; return
-    that manifest with the run time added. Each split gets at least MIN_SHARDS shards where it can."""
-    out = Path(out_dir)
+    that manifest with the run time added. Each split gets at least MIN_SHARDS shards where it can.
+
+    The whole sample is built beside `out_dir` and moved into place only when complete, so a
+    failed run leaves `out_dir` as it was; a non-empty `out_dir` is refused unless `overwrite`.
+    """
     params = {
         "size": size,
         "shallow_fraction": shallow_fraction,
         "unannotated_fraction": unannotated_fraction,
         "jpeg_quality": jpeg_quality,
     }
-    splits = {}
     start = time.perf_counter()
-    for split, n in split_sizes(n_unlabelled, n_labelled).items():
-        if n <= 0:
-            continue
-        per_shard = max(1, min(max_per_shard, n // MIN_SHARDS[split]))
-        samples = list(_samples(seed, split, n, **params))
-        source = {"generator": GENERATOR, "seed": seed, "split": split, **params}
-        manifest = write_shards(
-            samples,
-            out / split,
-            name=split,
-            max_per_shard=per_shard,
-            label_schema=_label_schema(samples),
-            source=source,
+    with atomic_folder(out_dir, overwrite=overwrite) as tmp:
+        splits = {}
+        for split, n in split_sizes(n_unlabelled, n_labelled).items():
+            if n > 0:
+                splits[split] = _write_split(tmp, split, n, seed, max_per_shard, params)
+        top = {"generator": GENERATOR, "seed": seed, **params, "splits": splits}
+        (tmp / "manifest.json").write_text(
+            json.dumps(top, indent=2, sort_keys=True) + "\n", "utf-8"
         )
-        splits[split] = {
-            "dir": split,
-            "num_samples": manifest["num_samples"],
-            "num_shards": len(manifest["shards"]),
-            "bytes": sum(s["bytes"] for s in manifest["shards"]),
-        }
-    top = {"generator": GENERATOR, "seed": seed, **params, "splits": splits}
-    (out / "manifest.json").write_text(json.dumps(top, indent=2, sort_keys=True) + "\n", "utf-8")
     return {**top, "seconds": time.perf_counter() - start}
+
+
+def _write_split(
+    out: Path, split: str, n: int, seed: int, max_per_shard: int, params: dict
+) -> dict:
+    """Draw and write the `n` images of one split into `out/split`; its entry of the top manifest."""
+    per_shard = max(1, min(max_per_shard, n // MIN_SHARDS[split]))
+    samples = list(_samples(seed, split, n, **params))
+    source = {"generator": GENERATOR, "seed": seed, "split": split, **params}
+    manifest = write_shards(
+        samples,
+        out / split,
+        name=split,
+        max_per_shard=per_shard,
+        label_schema=_label_schema(samples),
+        source=source,
+    )
+    return {
+        "dir": split,
+        "num_samples": manifest["num_samples"],
+        "num_shards": len(manifest["shards"]),
+        "bytes": sum(s["bytes"] for s in manifest["shards"]),
+    }
 
 
 def cli_make_sample(args: argparse.Namespace) -> int:
@@ -181,6 +195,7 @@ def cli_make_sample(args: argparse.Namespace) -> int:
         size=args.size,
         shallow_fraction=args.shallow_fraction,
         unannotated_fraction=args.unannotated_fraction,
+        overwrite=args.overwrite,
     )
     total = 0
     for split, info in summary["splits"].items():

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ssl_benthic.catami import SEP, depth_of, has_children, head_of, is_valid_path
+from ssl_benthic.errors import DataError
 
 MANIFEST = "manifest.json"
 SPLIT_ORDER = {"unlabelled": 0, "train": 1, "val": 2, "test": 3}
@@ -31,7 +32,7 @@ def split_folders(root: str | Path) -> dict[str, Path]:
             name = path.parent.relative_to(root).as_posix()
             found[root.name if name == "." else name] = path.parent
     if not found:
-        raise FileNotFoundError(f"{root}: no shard manifest.json here or in any sub-folder")
+        raise DataError(f"{root}: no shard manifest.json here or in any sub-folder")
     return dict(
         sorted(found.items(), key=lambda kv: (SPLIT_ORDER.get(kv[0], len(SPLIT_ORDER)), kv[0]))
     )
@@ -116,10 +117,6 @@ def format_summary(summary: dict) -> str:
 
 
 def cli_summary(args: argparse.Namespace) -> int:
-    """`ssl-benthic summary DIR`: print the tables; exit 1 if DIR holds no shards."""
-    try:
-        print(format_summary(summarize(args.dir)))
-    except FileNotFoundError as exc:
-        print(f"error: {exc}")
-        return 1
+    """`ssl-benthic summary DIR`: print the tables (a DataError, exit 2, if DIR holds no shards)."""
+    print(format_summary(summarize(args.dir)))
     return 0

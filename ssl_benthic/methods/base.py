@@ -25,6 +25,7 @@ from torchvision import transforms as T
 from ssl_benthic.backbones import create_backbone, feature_dim
 from ssl_benthic.config import from_dict, to_dict
 from ssl_benthic.pretrain_config import PretrainConfig, TransformConfig
+from ssl_benthic.rng import step_rng
 
 __all__ = ["SSLMethod", "eval_transform", "view_kwargs", "backbone_kwargs"]
 
@@ -170,12 +171,8 @@ class SSLMethod(pl.LightningModule):
     # ----- Lightning hooks --------------------------------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         views = batch[0]
-        # The model's own randomness (batch shuffle, drop-path) draws from a generator seeded by
-        # (seed, step, rank), apart from the data's, so a resumed run repeats both exactly.
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            step = self.trainer.global_step
-            torch.manual_seed(self.cfg.trainer.seed * 1_000_003 + step * 101 + self.global_rank)
+        # the model's own randomness (batch shuffle, drop-path), apart from the data's
+        with step_rng(self.cfg.trainer.seed, self.global_step, self.global_rank, self.device):
             loss = self.compute_loss(list(views))
         self._log_step(loss, views[0].shape[0])
         return loss

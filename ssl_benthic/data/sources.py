@@ -1,0 +1,420 @@
+"""Making shards from a BenthicNet-style CSV or a folder tree (`ssl-benthic make-shards`).
+
+Nothing is dropped silently: a CSV row whose image cell is empty or whose file is missing is found
+before any shard is written, an image that does not decode is found while writing; both are skipped,
+listed in the manifest's `source.skipped` as {row, file, reason} and printed at the end (with
+`strict` a missing file refuses the run, an undecodable one makes the command exit 1). A folder
+tree's hidden and non-image files are counted by kind in `source.ignored`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ssl_benthic.data.csv_rows import DEFAULT_ENCODING, read_csv
+from ssl_benthic.data.images import CONVERTIBLE_SUFFIXES, SUFFIX_EXT, describe_error, encode_image
+from ssl_benthic.data.shards import ShardSample, check_key, cli_verify_shards, write_shards
+from ssl_benthic.errors import DataError, UserError
+
+
+@dataclass
+class Item:
+    """One image to shard: its key index, file, metadata, and where it came from (row or path)."""
+
+    index: int
+    path: Path
+    meta: dict
+    row: int | None
+    file: str
+
+
+@dataclass
+class Tally:
+    """What a run wrote and skipped; filled while the samples are drawn, read for the manifest."""
+
+    skipped: list[dict] = field(default_factory=list)
+    written: list[dict] = field(default_factory=list)
+    ignored: Counter = field(default_factory=Counter)
+
+    def skip(self, row: int | None, file: str, reason: str) -> None:
+        self.skipped.append({"row": row, "file": file, "reason": reason})
+
+    def sorted_skipped(self) -> list[dict]:
+        return sorted(self.skipped, key=lambda s: (s["row"] or 0, s["file"]))
+
+    def source(self) -> dict:
+        """What goes into the manifest's `source`: the skipped inputs, and ignored files if any."""
+        extra = {"ignored": dict(sorted(self.ignored.items()))} if self.ignored else {}
+        return {"skipped": self.sorted_skipped(), **extra}
+
+
+def parse_label_columns(spec: str) -> dict[str, str]:
+    """Parse 'col=head,col2=head2' into {col: head}."""
+    pairs = {}
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        col, sep, head = item.partition("=")
+        if not sep or not col.strip() or not head.strip():
+            raise UserError(f"label column {item!r}: expected column=head")
+        pairs[col.strip()] = head.strip()
+    return pairs
+
+
+# --- items of a CSV ---------------------------------------------------------------------------
+
+
+def _inside(root: Path, rel: str, where: str) -> Path:
+    """Resolve `rel` under `root`, refusing paths (.., absolute, symlinks) that land outside it."""
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise DataError(f"{where}: image path {rel!r} escapes the images root {root}")
+    return path
+
+
+def _stem_key(index: int, path: Path) -> str:
+    """Deterministic safe key: zero-padded index + the file stem with unsafe characters as '_'."""
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", path.stem).strip("_")[:64]
+    return check_key(f"{index:08d}_{stem}" if stem else f"{index:08d}")
+
+
+def _row_meta(row: dict, image_column: str, label_columns: dict[str, str], sep: str) -> dict:
+    """Metadata of one CSV row: other columns as strings, plus `labels` {head: [paths]} where
+    the cell is non-empty (an empty cell leaves that head unannotated)."""
+    meta = {k: v for k, v in row.items() if k not in label_columns and k != image_column and k}
+    labels = {}
+    for col, head in label_columns.items():
+        cell = (row.get(col) or "").strip()
+        paths = [p.strip() for p in cell.split(sep) if p.strip()] if cell else []
+        if paths:
+            labels[head] = paths
+    meta["labels"] = labels
+    return meta
+
+
+def _unusable(path: Path, resize: int) -> str | None:
+    """Why `path` cannot be sharded before decoding it (missing, not a file, wrong type), or None."""
+    if not path.exists():
+        return "missing file"
+    if not path.is_file():
+        return "not a file"
+    if not resize and path.suffix.lower() not in SUFFIX_EXT:
+        return "not a .jpg/.jpeg/.png/.webp image (use --resize to convert)"
+    return None
+
+
+@dataclass(frozen=True)
+class CsvSpec:
+    """How to read a CSV: the image column, label columns {column: head}, and the label separator."""
+
+    image_column: str
+    label_columns: dict[str, str]
+    label_sep: str
+
+
+def _csv_items(
+    csv_path: Path, root: Path, spec: CsvSpec, rows: list, resize: int, tally: Tally
+) -> list[Item]:
+    """An Item per row whose image file exists; the others are skipped into `tally`."""
+    items = []
+    for i, (line, row) in enumerate(rows):
+        cell = row.get(spec.image_column) or ""
+        if not cell.strip():
+            tally.skip(line, "", "empty image cell")
+            continue
+        path = _inside(root, cell, f"{csv_path} row {line}")
+        meta = _row_meta(row, spec.image_column, spec.label_columns, spec.label_sep)
+        item = Item(i, path, meta, line, cell)
+        if reason := _unusable(path, resize):
+            tally.skip(line, cell, reason)
+        else:
+            items.append(item)
+    return items
+
+
+def _checked_label_columns(
+    csv_path: Path, header: list[str], label_columns: dict[str, str]
+) -> dict:
+    """The label columns present in the header; a missing one is warned about and dropped."""
+    present = {}
+    for col, head in label_columns.items():
+        if col in header:
+            present[col] = head
+        else:
+            warnings.warn(f"{csv_path}: label column {col!r} not in the CSV; skipped", stacklevel=3)
+    return present
+
+
+def _refuse_strict(where: Path, tally: Tally) -> None:
+    """With `strict`, rows without a usable file stop the run before anything is written."""
+    raise DataError(
+        f"{where}: {len(tally.skipped)} rows have no usable image: {_first_skips(tally, 5)}; "
+        "nothing written (--strict; without it they are skipped and listed)"
+    )
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+
+def _label_schema(metas: Iterable[dict], heads: Iterable[str]) -> dict:
+    seen: dict[str, set[str]] = {h: set() for h in heads}
+    for meta in metas:
+        for head, paths in meta.get("labels", {}).items():
+            seen.setdefault(head, set()).update(paths)
+    return {"heads": {h: sorted(v) for h, v in sorted(seen.items())}}
+
+
+def _samples(items: list[Item], resize: int, tally: Tally) -> Iterator[ShardSample]:
+    """Encode each item; one that does not decode is skipped into `tally`, the rest recorded."""
+    for item in items:
+        try:
+            data, ext = encode_image(item.path, resize)
+        except Exception as exc:  # any decoder failure is about this one file
+            tally.skip(item.row, item.file, f"cannot read image: {describe_error(exc)}")
+            continue
+        tally.written.append(item.meta)
+        yield ShardSample(_stem_key(item.index, item.path), data, ext, item.meta)
+    if not tally.written:
+        raise DataError(f"no image could be read, nothing written: {_first_skips(tally)}")
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """Options common to both sources: resizing, shuffling, shard bounds and the output folder."""
+
+    resize: int = 0
+    seed: int = 0
+    name: str = "shard"
+    max_per_shard: int = 10000
+    max_shard_bytes: int = 256 * 2**20
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.resize < 0:
+            raise UserError(f"resize must be >= 0 (0 keeps the size), got {self.resize}")
+
+
+def _write(
+    items: list[Item],
+    out_dir: str | Path,
+    source: dict,
+    heads: list[str],
+    tally: Tally,
+    opts: WriteOptions,
+) -> dict:
+    """Shuffle `items` by seed, write them, and return the manifest (skips listed in `source`)."""
+    if not items:
+        raise DataError(f"no usable image to write to {out_dir}: {_first_skips(tally)}")
+    items = list(items)
+    random.Random(opts.seed).shuffle(items)
+    return write_shards(
+        _samples(items, opts.resize, tally),
+        out_dir,
+        name=opts.name,
+        max_per_shard=opts.max_per_shard,
+        max_shard_bytes=opts.max_shard_bytes,
+        label_schema=lambda: _label_schema(tally.written, heads),
+        source=lambda: {**source, **tally.source()},
+        overwrite=opts.overwrite,
+    )
+
+
+def _first_skips(tally: Tally, n: int = 3) -> str:
+    skipped = tally.sorted_skipped()
+    text = "; ".join(_skip_line(s) for s in skipped[:n])
+    return text + (f" (and {len(skipped) - n} more)" if len(skipped) > n else "")
+
+
+def _skip_line(entry: dict) -> str:
+    """'row 3: a/x.png: missing file' (a folder's images have no row, empty cells no file)."""
+    where = [f"row {entry['row']}"] if entry.get("row") else []
+    return ": ".join(where + ([entry["file"]] if entry["file"] else []) + [entry["reason"]])
+
+
+# --- the two sources --------------------------------------------------------------------------
+
+
+def make_shards_from_csv(
+    csv_path: str | Path,
+    images_root: str | Path,
+    out_dir: str | Path,
+    *,
+    image_column: str = "image",
+    label_columns: dict[str, str] | None = None,
+    label_sep: str = "|",
+    encoding: str = DEFAULT_ENCODING,
+    strict: bool = False,
+    **options: object,
+) -> dict:
+    """Shard the images listed in a BenthicNet-style CSV; return the manifest.
+
+    `options` are `WriteOptions` (resize, seed, name, max_per_shard, max_shard_bytes, overwrite).
+    Rows are shuffled by `seed` (images are read lazily, one at a time); keys are the row index +
+    file stem, so they do not depend on the seed. Rows with an empty image cell, a missing file or
+    an image that does not decode are skipped and listed in `source.skipped` ({row, file, reason},
+    row = the CSV's 1-based line); with `strict`, empty cells and missing files raise before
+    anything is written. Label columns missing from the CSV header are skipped with a warning.
+    """
+    opts = WriteOptions(**options)
+    csv_path, root = Path(csv_path), Path(images_root)
+    header, rows = read_csv(csv_path, encoding)
+    if image_column not in header:
+        raise DataError(f"{csv_path}: no image column {image_column!r} (columns: {header})")
+    spec = CsvSpec(
+        image_column, _checked_label_columns(csv_path, header, dict(label_columns or {})), label_sep
+    )
+    tally = Tally()
+    items = _csv_items(csv_path, root, spec, rows, opts.resize, tally)
+    if strict and tally.skipped:
+        _refuse_strict(csv_path, tally)
+    source = {
+        "kind": "csv",
+        "csv": str(csv_path),
+        "images_root": str(root),
+        "image_column": image_column,
+        "label_columns": spec.label_columns,
+        "label_sep": label_sep,
+        "resize": opts.resize,
+        "seed": opts.seed,
+    }
+    return _write(items, out_dir, source, list(spec.label_columns.values()), tally, opts)
+
+
+def _image_suffixes(resize: int) -> tuple[str, ...]:
+    return tuple(SUFFIX_EXT) + (CONVERTIBLE_SUFFIXES if resize else ())
+
+
+def _walk_class(class_dir: Path, suffixes: tuple[str, ...], ignored: Counter) -> list[Path]:
+    """Image files under `class_dir` (symlinked folders not followed); hidden folders and files
+    and other files are counted into `ignored` by kind."""
+    found = []
+    for folder, dirs, files in os.walk(class_dir):
+        ignored["hidden folder"] += sum(d.startswith(".") for d in dirs)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            path = Path(folder) / name
+            if name.startswith("."):
+                ignored["hidden"] += 1
+            elif path.suffix.lower() in suffixes:
+                found.append(path)
+            else:
+                ignored[path.suffix.lower() or "no extension"] += 1
+    return found
+
+
+def _folder_items(root: Path, head: str, resize: int, tally: Tally) -> list[Item]:
+    """An Item per image under `root/CLASS/...`, sorted by path; the label is the CLASS name."""
+    paths = []
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith("."):
+            tally.ignored["hidden folder" if entry.is_dir() else "hidden"] += 1
+        elif entry.is_dir():
+            paths += [
+                (entry.name, p) for p in _walk_class(entry, _image_suffixes(resize), tally.ignored)
+            ]
+        else:
+            tally.ignored["outside a class folder"] += 1
+    paths.sort(key=lambda cp: cp[1].relative_to(root).parts)
+    items = []
+    for i, (cls, path) in enumerate(paths):
+        rel = path.relative_to(root).as_posix()
+        _inside(root, rel, str(root))
+        items.append(Item(i, path, {"path": rel, "labels": {head: [cls]}}, None, rel))
+    if not items:
+        raise DataError(
+            f"{root}: no {'/'.join(_image_suffixes(resize))} images in any class sub-folder"
+        )
+    return items
+
+
+def make_shards_from_folder(
+    root: str | Path,
+    out_dir: str | Path,
+    *,
+    head: str = "label",
+    **options: object,
+) -> dict:
+    """Shard a folder tree with one class per sub-folder (label = sub-folder name under
+    `labels[head]`); images are shuffled by `seed`; return the manifest.
+
+    `options` are `WriteOptions`. Hidden files and folders (`.*`, AppleDouble `._*`), files outside
+    a class folder and non-image files are left out and counted in `source.ignored`; images that
+    do not decode are skipped and listed in `source.skipped` ({row: null, file, reason}).
+    """
+    opts = WriteOptions(**options)
+    root = Path(root)
+    tally = Tally()
+    items = _folder_items(root, head, opts.resize, tally)
+    source = {
+        "kind": "folder",
+        "root": str(root),
+        "head": head,
+        "resize": opts.resize,
+        "seed": opts.seed,
+    }
+    return _write(items, out_dir, source, [head], tally, opts)
+
+
+# --- command line -----------------------------------------------------------------------------
+
+
+def ignored_line(ignored: dict[str, int]) -> str:
+    """'skipped 3 files: 2 .txt, 1 hidden' (largest first), or '' when nothing was ignored."""
+    if not ignored:
+        return ""
+    kinds = sorted(ignored.items(), key=lambda kv: (-kv[1], kv[0]))
+    return f"skipped {sum(ignored.values())} files: " + ", ".join(f"{n} {k}" for k, n in kinds)
+
+
+def _print_skips(source: dict) -> None:
+    """Print what the run left out: ignored files by kind, then each skipped row or file."""
+    if line := ignored_line(source.get("ignored", {})):
+        print(line)
+    skipped = source.get("skipped", [])
+    if skipped:
+        print(f"skipped {len(skipped)} images (listed in the manifest's source.skipped):")
+        for entry in skipped:
+            print(f"  {_skip_line(entry)}")
+
+
+def cli_make_shards(args: argparse.Namespace) -> int:
+    """`ssl-benthic make-shards`: shard a CSV or a folder tree, report what was skipped, verify.
+
+    Exit 0; 1 when verification fails, or with `--strict` when an image was skipped."""
+    options = {
+        "resize": args.resize,
+        "seed": args.seed,
+        "name": args.name,
+        "max_per_shard": args.max_per_shard,
+        "max_shard_bytes": int(args.max_shard_mb * 2**20),
+        "overwrite": args.overwrite,
+    }
+    if args.csv:
+        manifest = make_shards_from_csv(
+            args.csv,
+            args.images_root or str(Path(args.csv).parent),
+            args.out,
+            image_column=args.image_column,
+            label_columns=parse_label_columns(args.label_columns),
+            label_sep=args.label_sep,
+            encoding=args.encoding,
+            strict=args.strict,
+            **options,
+        )
+    else:
+        manifest = make_shards_from_folder(args.folder, args.out, head=args.head, **options)
+    print(
+        f"wrote {manifest['num_samples']} samples in {len(manifest['shards'])} shards to {args.out}"
+    )
+    _print_skips(manifest["source"])
+    status = cli_verify_shards(argparse.Namespace(dir=args.out))
+    if args.strict and manifest["source"]["skipped"]:
+        print(f"FAILED (--strict): {len(manifest['source']['skipped'])} images could not be read")
+        return 1
+    return status
