@@ -103,3 +103,21 @@ def test_resolved_config_round_trips(tmp_path):
     assert written["trainer"]["max_steps"] == 9
     assert written["mean"] == [0.5, 0.5, 0.5]
     assert load_config(Recipe, out) == cfg
+
+
+def test_an_empty_file_is_refused_not_run_with_defaults(tmp_path):
+    """It used to run with every default, as if the file said nothing wrong."""
+    for text in ("", "# only a comment\n"):
+        with pytest.raises(ConfigError, match=r"recipe\.yaml: the file is empty"):
+            load_config(Trainer, write(tmp_path, text))
+
+
+def test_a_yaml_syntax_error_names_the_line(tmp_path):
+    path = write(tmp_path, "name: x\ntrainer:\n  max_steps: [1, 2\nseed: 3\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(Recipe, path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: line 4, column 5: YAML syntax error: ")
+    assert "flow sequence at line 3" in message
+    with pytest.raises(ConfigError, match=r"override 'tags=\[a': the value is not valid YAML"):
+        load_config(Recipe, write(tmp_path, "name: x\n"), ["tags=[a"])

@@ -101,6 +101,8 @@ def test_pretrain_sigterm_saves_exits_143_and_resumes_exactly(unlabelled, tmp_pa
     last = tmp_path / "cut" / "checkpoints" / "last.ckpt"
     step = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
     assert 2 <= step < 40  # saved where it stopped, mid-epoch in general
+    assert "litlogger" not in done.stdout + done.stderr  # upstream noise is silenced
+    assert "LeafSpec" not in done.stdout + done.stderr
     message = done.stderr.strip().splitlines()[-1]
     assert message.startswith(f"interrupted by SIGTERM at step {step}: saved {last}")
     assert message.endswith(f"ssl-benthic pretrain --config {config} --resume last")
@@ -215,6 +217,17 @@ def test_a_second_run_into_a_run_folder_is_refused(unlabelled, tmp_path):
     assert names == ["last.ckpt", "step-00000002.ckpt", "step-00000004.ckpt"]
     with pytest.raises(ConfigError, match="contradict"):
         pretrain(cfg, resume="last", overwrite=True)
+
+
+def test_a_second_stage2_run_into_a_run_folder_is_refused(labelled, tmp_path):
+    cfg = make_cfg(labelled, tmp_path / "ft", "trainer.max_epochs=1")
+    run_finetune(cfg)
+    model = (tmp_path / "ft" / "model.ckpt").read_bytes()
+    with pytest.raises(ConfigError, match=r"holds another run \(checkpoints/last\.ckpt, model"):
+        run_finetune(cfg)
+    assert (tmp_path / "ft" / "model.ckpt").read_bytes() == model
+    run_finetune(cfg, overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "ft" / "checkpoints").iterdir()) == ["last.ckpt"]
 
 
 def test_cli_errors_are_one_line_with_status_2(unlabelled, tmp_path):

@@ -258,25 +258,17 @@ def test_missing_corrupt_and_empty_rows_are_skipped_and_listed(
     assert sorted(m["site"] for _, _, m in iter_samples(out)) == ["s3", "two\nlines"]
 
 
+def _strict(csv_path: Path, out: Path) -> int:
+    """`make-shards --csv CSV --label-columns '' --out OUT --strict`; its exit status."""
+    args = ["make-shards", "--csv", str(csv_path), "--label-columns", "", "--out", str(out)]
+    return main([*args, "--strict"])
+
+
 def test_strict_refuses_missing_files_before_writing(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     csv_path, out = _csv_case(tmp_path), tmp_path / "out"
-    assert (
-        main(
-            [
-                "make-shards",
-                "--csv",
-                str(csv_path),
-                "--label-columns",
-                "",
-                "--out",
-                str(out),
-                "--strict",
-            ]
-        )
-        == 2
-    )
+    assert _strict(csv_path, out) == 2
     err = capsys.readouterr().err
     assert f"{csv_path}: 2 rows have no usable image: row 4: gone.png: missing file" in err
     assert not out.exists()
@@ -285,21 +277,7 @@ def test_strict_refuses_missing_files_before_writing(
 def test_strict_exits_1_after_writing_when_an_image_does_not_decode(tmp_path: Path) -> None:
     csv_path, out = _csv_case(tmp_path), tmp_path / "out"
     csv_path.write_text("image,site\na.png,s1\nbad.jpg,s2\n")
-    assert (
-        main(
-            [
-                "make-shards",
-                "--csv",
-                str(csv_path),
-                "--label-columns",
-                "",
-                "--out",
-                str(out),
-                "--strict",
-            ]
-        )
-        == 1
-    )
+    assert _strict(csv_path, out) == 1
     assert load_manifest(out)["num_samples"] == 1
     assert [s["row"] for s in load_manifest(out)["source"]["skipped"]] == [3]
 
