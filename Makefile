@@ -27,6 +27,7 @@ $(SAMPLE)/manifest.json: | $(STAMP)
 HF_HUB_OFFLINE ?= 1
 export HF_HUB_OFFLINE
 
+DEMO_MODEL = $(DEMO)/compare/runs/byol-linear-weighted-s0/model.ckpt
 RESUME_DEMO = $(if $(wildcard $(DEMO)/byol/checkpoints/*.ckpt),--resume last)
 
 $(DEMO)/byol/export/backbone.json: $(DEMO)/byol/checkpoints/last.ckpt
@@ -38,11 +39,14 @@ demo: $(STAMP) $(SAMPLE)/manifest.json
 	$(BIN)/ssl-benthic pretrain --config configs/pretrain/byol_sample.yaml output_dir=$(DEMO)/byol $(RESUME_DEMO)
 	$(MAKE) --no-print-directory $(DEMO)/byol/export/backbone.json
 	$(BIN)/hml-finetune compare --config configs/finetune/compare_sample.yaml output_dir=$(DEMO)/compare
+	$(BIN)/hml-finetune predict --checkpoint $(DEMO_MODEL) --shards $(SAMPLE)/test \
+		--out $(DEMO)/predictions.csv --overwrite --num-workers 0
 	@echo
 	@echo "sample shards:      $(SAMPLE)/"
 	@echo "BYOL run and logs:  $(DEMO)/byol/  (checkpoints/, logs/, tensorboard/)"
 	@echo "BYOL export:        $(DEMO)/byol/export/  (backbone.safetensors + backbone.json)"
 	@echo "comparison report:  $(DEMO)/compare/report.md"
+	@echo "predictions:        $(DEMO)/predictions.csv  (the test split, by $(DEMO_MODEL))"
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q

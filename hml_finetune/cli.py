@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from hml_finetune.finetune_config import LOSSES, MEASURES
+from hml_finetune.predict_writers import FORMATS
 from ssl_benthic.cli import add_debug_flag, add_run_flags, run_handler, split_debug
 
 
@@ -74,6 +75,34 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler="hml_finetune.evaluate:cli_evaluate")
 
 
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict", help="label new images with a fine-tuned model (CSV or JSON lines)"
+    )
+    p.add_argument("--checkpoint", required=True, help="model.ckpt of `hml-finetune train`")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", help="a folder (searched recursively), an image file or a glob")
+    src.add_argument("--shards", help="a shard folder (e.g. made by make-shards)")
+    src.add_argument("--coralnet", help="a CoralNet (or CoralNet-Toolbox) annotation export")
+    src.add_argument("--squidle", help="a SQUIDLE+ annotation export (dataframe.csv)")
+    p.add_argument("--images-root", help="where the photographs of --coralnet / --squidle are")
+    p.add_argument(
+        "--image-column", default=None, help="the export's image column (default: its own)"
+    )
+    p.add_argument("--patch", type=int, default=224, help="patch side in pixels, as make-shards")
+    p.add_argument(
+        "--resize", type=int, default=0, help="resize patches as make-shards did (0: no)"
+    )
+    p.add_argument("--out", required=True, help="the file to write")
+    p.add_argument("--format", default="csv", choices=FORMATS)
+    p.add_argument("--top-k", type=int, default=5, help="most probable leaves listed per head")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--num-workers", type=int, default=4, help="loader processes decoding images")
+    p.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda")
+    p.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
+    p.set_defaults(handler="hml_finetune.predict:cli_predict")
+
+
 def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compare", help="grid of starting points x modes x losses x seeds, with a report"
@@ -87,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hml-finetune", description=__doc__.splitlines()[0])
     add_debug_flag(parser)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_hmc, _add_train, _add_evaluate, _add_compare):
+    for add in (_add_hmc, _add_train, _add_evaluate, _add_predict, _add_compare):
         add(sub)
     return parser
 

@@ -79,7 +79,13 @@ class DataConfig:
 class HeadsConfig:
     """One ensemble of `n_heads` MLP heads per hierarchy root (CATAMI head); `hidden` () = linear.
 
-    `names` picks CATAMI heads (biota, substrate, relief, bedforms); None = every one annotated.
+    `names` picks heads; None = every head labelled in the training split (except flat and
+    single-label ones). `schemes`: head -> `catami` (the built-in scheme; default for biota,
+    substrate, relief, bedforms), `data` (the labels found in the splits and their ancestors;
+    default for any other head) or the path of a scheme file (one label path per line, see
+    `hml_finetune.schemes`); `separators`: head -> the path separator of its scheme (default
+    " > "). `scheme_sha256`: head -> the sha256 of its scheme file, written into a run's resolved
+    config, so a rerun with a changed file fails.
     `flat`: extra multi-label heads whose labels are plain class names (e.g. colour: ["red"]), each
     a depth-1 hierarchy "[COLOUR] > red" (same loss, thresholds and metrics as the CATAMI heads).
     `single`: extra single-label heads (one class per annotated image, e.g. habitat: ["reef"]):
@@ -94,6 +100,9 @@ class HeadsConfig:
     names: tuple[str, ...] | None = None
     flat: tuple[str, ...] = ()
     single: tuple[str, ...] = ()
+    schemes: dict[str, str] = field(default_factory=dict)
+    separators: dict[str, str] = field(default_factory=dict)
+    scheme_sha256: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
         """flat and single heads: unique, not CATAMI heads, not in `names`, not both."""
@@ -106,6 +115,10 @@ class HeadsConfig:
                     )
                 if list(extra).count(head) > 1:
                     raise ValueError(f"heads.{key}: {head!r} is listed twice")
+        for key, mapping in (("schemes", self.schemes), ("separators", self.separators)):
+            for head, value in mapping.items():
+                if not value:
+                    raise ValueError(f"heads.{key}.{head} is empty")
         both = sorted(set(self.flat) & set(self.single))
         if both:
             raise ValueError(f"heads.flat and heads.single both list {both}")
@@ -231,8 +244,11 @@ class FinetuneConfig:
 
     def check_inputs(self) -> None:
         """The three splits and a weights file exist (ConfigError naming the key and the path tried)."""
-        from ssl_benthic.inputs import require_shards, require_weights
+        from ssl_benthic.inputs import require_path, require_shards, require_weights
 
         for split in ("train", "val", "test"):
             require_shards(getattr(self.data, split), f"data.{split}")
+        for head, spec in self.heads.schemes.items():
+            if spec not in ("catami", "data"):
+                require_path(spec, f"heads.schemes.{head}", "scheme file")
         require_weights(self.backbone.weights, self.backbone.weights_file)

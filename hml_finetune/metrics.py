@@ -77,19 +77,23 @@ def au_prc(
 def _depth_scores(
     tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor, depth: torch.Tensor
 ) -> dict[int, dict[str, float]]:
-    """Per depth: micro recall/F1 (pooled counts) and macro recall/F1 over nodes with positives."""
+    """Per depth: micro precision/recall/F1 (pooled counts) and macro recall/F1 over nodes with
+    positives. A depth without known positives has no recall or F1 (NaN, not 0), one without
+    predictions no precision."""
     out = {}
+    nan = float("nan")
     for d in sorted(set(depth.tolist())):
         sel = depth == d
-        _, r, f = prf(tp[sel].sum(), fp[sel].sum(), fn[sel].sum())
+        t, f_p, f_n = tp[sel].sum(), fp[sel].sum(), fn[sel].sum()
+        p, r, f = prf(t, f_p, f_n)
         has = sel & ((tp + fn) > 0)
         _, rn, fnode = prf(tp[has], fp[has], fn[has])
-        nan = float("nan")
         out[int(d)] = {
             "n_nodes": int(sel.sum()),
             "n_nodes_with_positives": int(has.sum()),
-            "recall_micro": float(r),
-            "f1_micro": float(f),
+            "precision_micro": float(p) if t + f_p > 0 else nan,
+            "recall_micro": float(r) if has.any() else nan,
+            "f1_micro": float(f) if has.any() else nan,
             "recall_macro": float(rn.mean()) if has.any() else nan,
             "f1_macro": float(fnode.mean()) if has.any() else nan,
         }

@@ -42,6 +42,7 @@ __all__ = [
     "mix_random_weights",
     "resolve_norm",
     "image_transform",
+    "autocast",
     "extract_features",
     "cached_features",
 ]
@@ -203,7 +204,8 @@ class HMLModel(nn.Module):
         }
 
 
-def _autocast(device: torch.device, precision: str) -> torch.autocast:
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """Mixed precision as the recipe's `trainer.precision` says (bf16 / 16), else a no-op."""
     dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float16
     enabled = precision.startswith(("bf16", "16"))
     return torch.autocast(device.type, dtype=dtype, enabled=enabled)
@@ -227,7 +229,7 @@ def extract_features(
 
     def flush() -> None:
         x = torch.stack(batch).to(device)
-        with _autocast(device, precision):
+        with autocast(device, precision):
             feats.append(backbone(x).float().cpu())
         batch.clear()
 

@@ -126,7 +126,6 @@ class HMLModule(pl.LightningModule):
     def _batch_targets(
         self, batch: Any
     ) -> tuple[dict[str, torch.Tensor], Targets, dict[str, torch.Tensor], int]:
-        flat = self.cfg.heads.flat
         if self.data.features is not None:
             feats, rest = batch[0], batch[1:]
             targets = {h: (rest[2 * i], rest[2 * i + 1]) for i, h in enumerate(self.head_names)}
@@ -138,7 +137,8 @@ class HMLModule(pl.LightningModule):
         labels = [m.get("labels") or {} for m in metas]
         targets = {}
         for head, h in self.hierarchies.items():
-            y, mask = h.encode_many([head_labels(lab, head, flat) for lab in labels], keys)
+            scheme = self.data.schemes[head]
+            y, mask = h.encode_many([head_labels(lab, head, scheme) for lab in labels], keys)
             targets[head] = (y.to(images.device), mask.to(images.device))
         single = {
             head: encode_single([lab.get(head) or [] for lab in labels], classes, keys, head)

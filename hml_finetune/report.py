@@ -21,7 +21,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 from hml_finetune.head_metrics import NO_TEST_LABELS, RARE_FREQ, SCORED, json_safe  # noqa: E402
 
@@ -151,20 +151,50 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
-def plot_depth_recall(cells: Sequence[Cell], head: str, path: Path) -> Path:
-    """Micro recall per depth, one line per start / mode / loss (mean over the done seeds)."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for group, members in _groups(cells).items():
-        per_depth: dict[int, list[float]] = {}
-        for m in _done(members, head):
-            for depth, d in m.get("per_depth", {}).items():
-                per_depth.setdefault(int(depth), []).append(_num(d.get("recall_micro")))
-        if per_depth:
-            depths = sorted(per_depth)
-            ax.plot(depths, [np.nanmean(per_depth[d]) for d in depths], "o-", label=_label(group))
-    ax.set(xlabel="depth", ylabel="micro recall", title=f"{head}: recall per depth", ylim=(0, 1))
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(fontsize=7)
+DEPTH_PANELS = (("precision_micro", "precision"), ("recall_micro", "recall"), ("f1_micro", "F1"))
+
+
+def _depth_means(members: list[Cell], head: str, key: str) -> dict[int, float]:
+    """Per depth, the mean of `key` over the done seeds (NaN where no seed has a value)."""
+    per_depth: dict[int, list[float]] = {}
+    for m in _done(members, head):
+        for depth, d in m.get("per_depth", {}).items():
+            per_depth.setdefault(int(depth), []).append(_num(d.get(key)))
+    return {
+        d: float(np.nanmean(v)) if not np.all(np.isnan(v)) else math.nan
+        for d, v in sorted(per_depth.items())
+    }
+
+
+def _depths_without_positives(cells: Sequence[Cell], head: str) -> set[int]:
+    """Depths at which no done run of the head has a test positive (no recall or F1 there)."""
+    seen: dict[int, int] = {}
+    for c in cells:
+        m = (c.result or {}).get("heads", {}).get(head) if c.status == "done" else None
+        for depth, d in (m or {}).get("per_depth", {}).items():
+            seen[int(depth)] = seen.get(int(depth), 0) + int(d.get("n_nodes_with_positives", 0))
+    return {d for d, n in seen.items() if n == 0}
+
+
+def plot_depth_scores(cells: Sequence[Cell], head: str, path: Path) -> Path:
+    """Micro precision, recall and F1 per depth side by side, one line per start / mode / loss
+    (mean over the done seeds): which start labels deeper *and* more precisely. A depth with no
+    test positives has no recall or F1: it is shaded and labelled, not drawn as 0."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), sharey=True)
+    empty = _depths_without_positives(cells, head)
+    for ax, (key, name) in zip(axes, DEPTH_PANELS, strict=True):
+        for group, members in _groups(cells).items():
+            means = _depth_means(members, head, key)
+            depths = [d for d, v in means.items() if not math.isnan(v) and d not in empty]
+            if depths:
+                ax.plot(depths, [means[d] for d in depths], "o-", label=_label(group))
+        for d in sorted(empty):
+            ax.axvspan(d - 0.4, d + 0.4, color="0.9", zorder=0)
+            ax.text(d, 0.5, "no test\npositives", ha="center", va="center", fontsize=7, color="0.4")
+        ax.set(xlabel="depth", title=f"{head}: {name} per depth", ylim=(0, 1.02))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].set_ylabel("micro score (mean over seeds)")
+    axes[-1].legend(fontsize=7)
     return _save(fig, path)
 
 
@@ -203,6 +233,9 @@ def plot_rare_recall(cells: Sequence[Cell], head: str, path: Path) -> Path:
             )
     ax.axvline(RARE_FREQ, color="grey", linestyle="--", linewidth=1, label=f"rare < {RARE_FREQ}")
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10))  # labels at powers of ten only:
+    ax.xaxis.set_minor_formatter(NullFormatter())  # unlabelled minor ticks never overlap
+    ax.set_xlim(ZERO_FREQ / 1.5, 1.5)  # 10^-3 (never positive) to 10^0 always labelled
     ax.set(
         xlabel=f"node training frequency (0 drawn at {ZERO_FREQ})",
         ylabel="test recall",
@@ -289,7 +322,7 @@ def write_report(
         lines += ["## Plots", ""]
         for head in heads:
             for kind, plot in (
-                ("depth_recall", plot_depth_recall),
+                ("depth_scores", plot_depth_scores),
                 ("pr", plot_pr_curves),
                 ("rare_recall", plot_rare_recall),
             ):

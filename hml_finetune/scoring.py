@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -18,6 +18,7 @@ from hml_finetune.hierarchy import Hierarchy
 from hml_finetune.metrics import eval_columns
 from hml_finetune.model import HMLModel, cached_features, extract_features, image_transform
 from hml_finetune.module import HMLModule
+from hml_finetune.schemes import Scheme
 from hml_finetune.thresholds import (
     DEFAULT_THRESHOLD,
     MIN_HEAD_POSITIVES,
@@ -83,29 +84,28 @@ def choose_threshold(
 
 
 def score_heads(
-    model: HMLModel,
-    feats: torch.Tensor,
+    probs: dict[str, torch.Tensor],
     split: LabelledSplit,
     hierarchies: dict[str, Hierarchy],
     thresholds: dict[str, float | torch.Tensor],
     train_freq: dict[str, list[float]],
-    flat: Sequence[str] = (),
+    schemes: Mapping[str, Scheme],
+    singles: dict[str, list[str]] | None = None,
     rules: dict[str, str] | None = None,
 ) -> dict[str, dict]:
     """`head_metrics` per HML head (`kind` hierarchical or flat, `threshold_rule` from `rules`),
-    then `single_label_metrics` per single-label head of the model, for the features of `split`
-    (aligned)."""
-    model.eval()
-    probs = model.predict_features(feats.to(next(model.parameters()).device))
+    then `single_label_metrics` per single-label head (classes in `singles`), from the predicted
+    probabilities of the samples of `split` (aligned)."""
     out = {}
-    for head, (y, m) in encode_split(split, hierarchies, flat).items():
+    for head, (y, m) in encode_split(split, hierarchies, schemes).items():
         freq = torch.tensor(train_freq[head])
         out[head] = head_metrics(probs[head].cpu(), y, m, hierarchies[head], thresholds[head], freq)
-        out[head]["kind"] = "flat" if head in flat else "hierarchical"
+        out[head]["kind"] = "flat" if schemes[head].flat else "hierarchical"
+        out[head]["scheme"] = schemes[head].record()
         out[head]["threshold_rule"] = (rules or {}).get(head, "stored")
-    for head, y in encode_singles(split, model.single).items():
+    for head, y in encode_singles(split, singles or {}).items():
         freq = torch.tensor(train_freq[head], dtype=torch.float64)
-        out[head] = single_label_metrics(probs[head].cpu(), y, model.single[head], freq)
+        out[head] = single_label_metrics(probs[head].cpu(), y, (singles or {})[head], freq)
     return out
 
 
@@ -139,19 +139,20 @@ def finish_run(
     val_f, val_keys = feats["val"]
     val_split = align_split(splits["val"], val_keys)
     val_probs = model.eval().predict_features(val_f.to(device))
-    for head, (y, m) in encode_split(val_split, hierarchies, cfg.heads.flat).items():
+    schemes = module.data.schemes
+    for head, (y, m) in encode_split(val_split, hierarchies, schemes).items():
         thresholds[head], rules[head] = choose_threshold(
             cfg.threshold, val_probs[head].cpu(), y, m, hierarchies[head], head
         )
     test_f, test_keys = feats["test"]
     heads = score_heads(
-        model,
-        test_f,
+        model.predict_features(test_f.to(device)),
         align_split(splits["test"], test_keys),
         hierarchies,
         thresholds,
         meta["train_freq"],
-        cfg.heads.flat,
+        schemes,
+        model.single,
         rules,
     )
     meta["thresholds"] = {h: t.tolist() if torch.is_tensor(t) else t for h, t in thresholds.items()}

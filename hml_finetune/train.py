@@ -17,12 +17,9 @@ import shlex
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import LearningRateMonitor
-from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from hml_finetune.data.labels import hierarchy_to_dict
@@ -48,14 +45,14 @@ from hml_finetune.train_data import (
 )
 from ssl_benthic.checkpoints import (
     RunCheckpoint,
-    SaveOnSigterm,
     checkpoint_dir,
     find_resume,
-    fit_or_interrupt,
     prepare_output_dir,
 )
 from ssl_benthic.config import load_config, save_config, to_dict
+from ssl_benthic.data.manifest import load_manifest
 from ssl_benthic.errors import Interrupted
+from ssl_benthic.trainer import fit, make_trainer
 from ssl_benthic.weights import weights_identity
 
 __all__ = ["RUN_FILES", "resolve_strategy", "build_trainer", "run_finetune", "cli_train"]
@@ -90,19 +87,20 @@ def resolve_strategy(cfg: FinetuneConfig) -> str:
 
 def build_trainer(cfg: FinetuneConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> pl.Trainer:
     """Trainer from `trainer.*`: last.ckpt every N epochs and at the end, CSV (+TensorBoard) logs."""
-    t, out = cfg.trainer, Path(cfg.output_dir)
-    loggers: list[Any] = [CSVLogger(out, name="logs")]
-    if t.tensorboard:
-        loggers.append(TensorBoardLogger(out, name="tensorboard"))
+    t = cfg.trainer
     # the one checkpoint, last.ckpt, replaced every N epochs and at the end
-    ckpt = RunCheckpoint(
-        dirpath=checkpoint_dir(out),
+    checkpoint = RunCheckpoint(
+        dirpath=checkpoint_dir(cfg.output_dir),
         filename="last",
         every_n_epochs=t.checkpoint_every_n_epochs,
         save_top_k=1,
         monitor=None,
     )
-    return pl.Trainer(
+    return make_trainer(
+        cfg.output_dir,
+        checkpoint,
+        tensorboard=t.tensorboard,
+        callbacks=extra_callbacks,
         accelerator=t.accelerator,
         devices=t.devices,
         num_nodes=t.num_nodes,
@@ -112,17 +110,6 @@ def build_trainer(cfg: FinetuneConfig, extra_callbacks: Sequence[pl.Callback] = 
         log_every_n_steps=t.log_every_n_steps,
         enable_progress_bar=t.enable_progress_bar,
         enable_model_summary=False,
-        callbacks=[
-            ckpt,
-            LearningRateMonitor(logging_interval="step"),
-            SaveOnSigterm(out),
-            *extra_callbacks,
-        ],
-        logger=loggers,
-        default_root_dir=str(out),
-        use_distributed_sampler=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
     )
 
 
@@ -132,6 +119,8 @@ def _meta(
     singles: dict[str, list[str]],
     data: TrainData,
 ) -> dict:
+    """What model.ckpt keeps besides the weights: the config as run, each head's hierarchy and
+    scheme record (evaluation and prediction never need a scheme file again), statistics."""
     freqs = {
         h: train_frequency(y, training_mask(m, hierarchies[h])).tolist()
         for h, (y, m) in data.targets.items()
@@ -148,7 +137,46 @@ def _meta(
         "n_train": len(data.split),
         "thresholds": None,
         "weights": weights_identity(cfg.backbone.weights, cfg.backbone.weights_file),
+        "schemes": {h: s.record() for h, s in data.schemes.items()},
+        "label_map": _label_map(cfg.data.train),
     }
+
+
+def _label_map(shards: str) -> dict | None:
+    """The code -> {head, path} map a point export's training shards were made with (None: none),
+    so `predict --format coralnet` can write label codes back."""
+    folder = Path(shards)
+    if not (folder / "manifest.json").is_file():
+        return None
+    source = load_manifest(folder).get("source") or {}
+    return source.get("label_map") if isinstance(source, dict) else None
+
+
+def _resolved(cfg: FinetuneConfig, backbone: torch.nn.Module, schemes: dict) -> FinetuneConfig:
+    """The config as run: the normalisation used, and each head's scheme with its file's sha256
+    (so the written config.yaml reruns exactly, and fails if a scheme file has changed)."""
+    mean, std = resolve_norm(cfg, backbone)
+    heads = dataclasses.replace(
+        cfg.heads,
+        schemes={h: s.name for h, s in schemes.items() if not s.flat},
+        scheme_sha256={h: s.sha256 for h, s in schemes.items() if s.sha256},
+    )
+    data = dataclasses.replace(cfg.data, mean=tuple(mean), std=tuple(std))
+    return dataclasses.replace(cfg, data=data, heads=heads)
+
+
+def _cache_features(
+    cfg: FinetuneConfig, model: HMLModel
+) -> dict[str, tuple[torch.Tensor, list[str]]]:
+    """Backbone features of the three splits, computed once (the linear probe's frozen encoder)."""
+    device = process_device(cfg)
+    model.backbone.to(device)
+    feats = {
+        name: split_features(cfg, model, getattr(cfg.data, name), device, True)
+        for name in ("train", "val", "test")
+    }
+    model.backbone.cpu()
+    return feats
 
 
 def run_finetune(
@@ -173,32 +201,26 @@ def run_finetune(
     if rank_zero_only.rank == 0:
         prepare_output_dir(cfg.output_dir, resume, overwrite, RUN_FILES)
     pl.seed_everything(cfg.trainer_seed, workers=True, verbose=False)
-    hierarchies, singles, data, val, test = prepare_data(cfg)
+    p = prepare_data(cfg)
     backbone = build_backbone(cfg.backbone, cfg.encoder_noise, cfg.seed)
-    mean, std = resolve_norm(cfg, backbone)
-    cfg = dataclasses.replace(
-        cfg, data=dataclasses.replace(cfg.data, mean=tuple(mean), std=tuple(std))
-    )
+    cfg = _resolved(cfg, backbone, p.schemes)
+    hierarchies, singles, data = p.hierarchies, p.singles, p.data
     model = HMLModel(backbone, hierarchies, cfg.heads, cfg.mode == "linear", singles)
     feats: dict[str, tuple[torch.Tensor, list[str]]] = {}
     if cfg.cached:
-        device = process_device(cfg)
-        model.backbone.to(device)
-        for name in ("train", "val", "test"):
-            feats[name] = split_features(cfg, model, getattr(cfg.data, name), device, True)
-        model.backbone.cpu()
+        feats = _cache_features(cfg, model)
         where = {k: i for i, k in enumerate(feats["train"][1])}
         keep = [k for k in data.split.keys if k in where]
         data = encode_train(
             align_split(data.split, keep),
             hierarchies,
             singles,
-            cfg.heads.flat,
+            p.schemes,
             feats["train"][0][[where[k] for k in keep]],
             data.full_size,
         )
     augment = cfg.data.augment and cfg.mode == "finetune"
-    transform = image_transform(cfg.data.img_size, mean, std, augment)
+    transform = image_transform(cfg.data.img_size, cfg.data.mean, cfg.data.std, augment)
     losses = build_losses(cfg, hierarchies, data.targets)
     module = HMLModule(
         cfg, model, hierarchies, losses, data, transform, _meta(cfg, hierarchies, singles, data)
@@ -208,11 +230,10 @@ def run_finetune(
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     if trainer.is_global_zero:
         save_config(cfg, Path(cfg.output_dir) / "config.yaml")
-    guard = next(c for c in trainer.callbacks if isinstance(c, SaveOnSigterm))
-    fit_or_interrupt(trainer, guard, model=module, ckpt_path=ckpt, weights_only=True)
+    fit(trainer, model=module, ckpt_path=ckpt, weights_only=True)
     if not trainer.is_global_zero:
         return {}
-    return finish_run(cfg, module, {"val": val, "test": test}, feats)
+    return finish_run(cfg, module, {"val": p.val, "test": p.test}, feats)
 
 
 def cli_train(args: argparse.Namespace) -> int:

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ from hml_finetune.data.labels import (
 )
 from hml_finetune.finetune_config import FinetuneConfig
 from hml_finetune.hierarchy import Hierarchy
+from hml_finetune.schemes import Scheme, resolve_schemes
 from ssl_benthic.config import ConfigError
 from ssl_benthic.data.reader import ShardLoader, collate, make_dataset
 from ssl_benthic.train import SeededEpochs
@@ -42,6 +43,7 @@ __all__ = [
     "feature_loader",
     "align_split",
     "encode_train",
+    "Prepared",
     "prepare_data",
 ]
 
@@ -51,13 +53,15 @@ Targets = dict[str, tuple[torch.Tensor, torch.Tensor]]
 @dataclass
 class TrainData:
     """The training subset: its labels, encoded targets/masks per HML head, cached features (or
-    None), and class indices (N,) per single-label head (`IGNORE_INDEX` = unannotated)."""
+    None), class indices (N,) per single-label head (`IGNORE_INDEX` = unannotated), and each HML
+    head's scheme (how a label becomes a node, for batches encoded on the fly)."""
 
     split: LabelledSplit
     targets: Targets
     features: torch.Tensor | None = None
     full_size: int = 0
     single: dict[str, torch.Tensor] = field(default_factory=dict)
+    schemes: dict[str, Scheme] = field(default_factory=dict)
 
 
 def training_mask(mask: torch.Tensor, hierarchy: Hierarchy) -> torch.Tensor:
@@ -175,24 +179,36 @@ def encode_train(
     split: LabelledSplit,
     hierarchies: dict[str, Hierarchy],
     singles: dict[str, list[str]],
-    flat: Sequence[str],
+    schemes: Mapping[str, Scheme],
     features: torch.Tensor | None = None,
     full_size: int = 0,
 ) -> TrainData:
     """`TrainData` of a split: HML targets/masks and single-label class indices encoded."""
-    targets = encode_split(split, hierarchies, flat)
-    return TrainData(split, targets, features, full_size, encode_singles(split, singles))
+    targets = encode_split(split, hierarchies, schemes)
+    singles_y = encode_singles(split, singles)
+    return TrainData(split, targets, features, full_size, singles_y, dict(schemes))
 
 
-def prepare_data(
-    cfg: FinetuneConfig,
-) -> tuple[dict[str, Hierarchy], dict[str, list[str]], TrainData, LabelledSplit, LabelledSplit]:
-    """Hierarchies (CATAMI + flat heads), single-label classes, the (stratified, seeded) training
-    subset encoded, and the val/test labels.
+@dataclass
+class Prepared:
+    """A run's labels before any model exists: each HML head's scheme and hierarchy, the
+    single-label classes, the encoded training subset, and the val/test labels."""
+
+    schemes: dict[str, Scheme]
+    hierarchies: dict[str, Hierarchy]
+    singles: dict[str, list[str]]
+    data: TrainData
+    val: LabelledSplit
+    test: LabelledSplit
+
+
+def prepare_data(cfg: FinetuneConfig) -> Prepared:
+    """Read the splits' labels, choose the heads, check every label against its scheme, encode.
 
     Label checks come first, before any model is built: an unlabelled training split and a head
     asked for without training labels are LabelErrors; heads are chosen from the training subset's
-    labels (nodes and classes from every split); val/test labels never seen in training are warned.
+    labels (nodes and classes from every split); a label outside its head's scheme names the
+    sample and the nearest path; val/test labels never seen in training are warned.
     """
     d, hc = cfg.data, cfg.heads
     train, val, test = (read_split(p) for p in (d.train, d.val, d.test))
@@ -204,10 +220,11 @@ def prepare_data(
     if cfg.train_fraction < 1.0:
         where = f"the training subset (train_fraction {cfg.train_fraction}) of data.train {d.train}"
     names = training_heads(sub, [val, test], hc.names, hc.flat, hc.single, where)
-    hierarchies = build_hierarchies([train, val, test], names, hc.flat, skip=hc.single)
+    schemes = resolve_schemes(names, hc, [train, val, test])
+    hierarchies = build_hierarchies([train, val, test], schemes)
     singles = single_classes([train, val, test], hc.single)
-    data = encode_train(sub, hierarchies, singles, hc.flat, None, len(train))
+    data = encode_train(sub, hierarchies, singles, schemes, None, len(train))
     for name, split in (("val", val), ("test", test)):
-        unseen = unseen_labels(sub, split, hierarchies, singles, hc.flat)
+        unseen = unseen_labels(sub, split, hierarchies, singles, schemes)
         warn_unseen(unseen, name, str(getattr(d, name)))
-    return hierarchies, singles, data, val, test
+    return Prepared(schemes, hierarchies, singles, data, val, test)

@@ -16,6 +16,8 @@ __all__ = [
     "SEP",
     "HEADS",
     "load_catami_paths",
+    "bracketed_head",
+    "label_depth",
     "head_of",
     "depth_of",
     "catami_nodes",
@@ -38,6 +40,22 @@ def _paths() -> tuple[str, ...]:
 def load_catami_paths() -> list[str]:
     """The CATAMI label paths of the scheme, in file order, without duplicates or trailing commas."""
     return list(_paths())
+
+
+def bracketed_head(path: str) -> str | None:
+    """The head a path names with a bracketed root (`[BIOTA] > ...` -> `biota`), else None: paths
+    of schemes without one (`Animalia > Cnidaria`, a flat class `ACRO`) take their head from config."""
+    root = path.split(SEP, 1)[0].strip()
+    if root.startswith("[") and root.endswith("]") and len(root) > 2:
+        return root[1:-1].lower()
+    return None
+
+
+def label_depth(path: str) -> int:
+    """Levels below the head root, for any scheme: `[BIOTA] > Biota > Sponges` -> 2,
+    `Animalia > Cnidaria` -> 2 (its root is implied), `ACRO` -> 1."""
+    levels = path.count(SEP) + 1
+    return levels - 1 if bracketed_head(path) is not None else levels
 
 
 def head_of(path: str) -> str:

@@ -48,6 +48,19 @@ def _add_make_sample(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler="ssl_benthic.data.sample:cli_make_sample")
 
 
+def _add_make_survey(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "make-survey",
+        help="draw a small point-annotated survey (photos + CoralNet export) to try the workflow",
+    )
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-images", type=int, default=60, help="photographs")
+    p.add_argument("--size", type=int, default=128, help="photograph side in pixels")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.set_defaults(handler="ssl_benthic.data.sample_survey:cli_make_survey")
+
+
 def _add_make_shards(sub: argparse._SubParsersAction) -> None:
     def bounded(kind: type, ok: object, what: str) -> object:
         """argparse type: a `kind` number that passes `ok` (`--resize -5` is refused, not 1x1)."""
@@ -62,13 +75,22 @@ def _add_make_shards(sub: argparse._SubParsersAction) -> None:
         return parse
 
     p = sub.add_parser(
-        "make-shards", help="write webdataset tar shards from a CSV or a folder tree"
+        "make-shards",
+        help="write webdataset tar shards from a CSV, a folder tree or a point annotation export",
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--csv", help="CSV with an image path column and label columns")
     src.add_argument("--folder", help="folder tree, one class per sub-folder")
+    src.add_argument(
+        "--coralnet", help="CoralNet / CoralNet-Toolbox annotation CSV: one patch per point"
+    )
+    src.add_argument(
+        "--squidle", help="SQUIDLE+ annotation export (dataframe.csv): one patch per point"
+    )
     p.add_argument(
-        "--images-root", default=None, help="root that the CSV's image paths are relative to"
+        "--images-root",
+        default=None,
+        help="root that the CSV's image paths are relative to (default: the CSV's folder)",
     )
     p.add_argument(
         "--out", required=True, help="output folder for NAME-000000.tar ... and manifest.json"
@@ -84,7 +106,12 @@ def _add_make_shards(sub: argparse._SubParsersAction) -> None:
         help="refuse rows without an image file before writing; exit 1 if an image does not decode",
     )
     p.add_argument("--name", default="shard", help="shard file prefix")
-    p.add_argument("--image-column", default="image", help="CSV column with the image path")
+    p.add_argument(
+        "--image-column",
+        default=None,
+        help="CSV column with the image path (default: image; Name for --coralnet; "
+        "point.media.key for --squidle)",
+    )
     p.add_argument(
         "--label-columns",
         default="catami_biota=biota,catami_substrate=substrate,catami_relief=relief,catami_bedforms=bedforms",
@@ -96,7 +123,44 @@ def _add_make_shards(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--encoding", default="utf-8-sig", help="text encoding of the CSV (e.g. latin-1, cp1252)"
     )
-    p.add_argument("--head", default="label", help="head name for --folder class labels")
+    p.add_argument(
+        "--head",
+        default=None,
+        help="head of --folder class labels (default: label); with --squidle, file every label "
+        "under this head instead of the head named by its lineage's root",
+    )
+    p.add_argument(
+        "--label-map",
+        default=None,
+        help="--coralnet: CSV code,path[,head] mapping label codes to label paths and heads",
+    )
+    p.add_argument(
+        "--patch",
+        type=bounded(int, lambda v: v >= 1, ">= 1"),
+        default=224,
+        help="side of the square patch cut around each point, in image pixels (a Patch Size "
+        "column overrides it per point)",
+    )
+    p.add_argument(
+        "--patch-format",
+        choices=("jpg", "png"),
+        default="jpg",
+        help="store patches as JPEG quality 95 (default) or PNG",
+    )
+    p.add_argument(
+        "--lineage-sep", default=" > ", help="--squidle: separator of a label lineage's names"
+    )
+    p.add_argument(
+        "--split",
+        default=None,
+        help="write OUT/{train,val,test}/ by whole groups, e.g. train=0.7,val=0.15,test=0.15; "
+        "'partition' (or any value, when the CSV has a partition column) follows that column",
+    )
+    p.add_argument(
+        "--group-by",
+        default="image",
+        help="with --split: column whose groups stay in one split (default: image; e.g. site, dive)",
+    )
     p.add_argument(
         "--max-shard-mb",
         type=bounded(float, lambda v: v > 0, "> 0"),
@@ -113,17 +177,23 @@ def _add_make_shards(sub: argparse._SubParsersAction) -> None:
         "--resize",
         type=bounded(int, lambda v: v >= 0, ">= 0 (0 keeps the size)"),
         default=0,
-        help="resize the short side to this (0 keeps)",
+        help="resize the short side to this (0 keeps); point patches to PX x PX",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the deterministic shuffle")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the deterministic shuffle and of --split"
+    )
     p.set_defaults(handler="ssl_benthic.data.sources:cli_make_shards")
 
 
 def _add_verify(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "verify-shards", help="check every shard's sha256 and that every image decodes"
+        "verify-shards",
+        help="check every shard's sha256 and that every image decodes; warn about images in two splits",
     )
-    p.add_argument("dir", help="folder with manifest.json (or a folder of such folders)")
+    p.add_argument(
+        "dir",
+        help="folder with manifest.json (or a folder of such folders, e.g. split folders)",
+    )
     p.set_defaults(handler="ssl_benthic.data.shards:cli_verify_shards")
 
 
@@ -165,17 +235,51 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler="ssl_benthic.export:cli_export")
 
 
+def _add_import_weights(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "import-weights",
+        help="import a published encoder (BenthicNet, solo-learn, DINO, torchvision, timm) as an export",
+    )
+    p.add_argument(
+        "checkpoint",
+        nargs="?",
+        help="weights file (.ckpt/.pth/.pt/.safetensors) or a folder with one",
+    )
+    p.add_argument("--out", help="output folder for backbone.safetensors + backbone.json")
+    p.add_argument(
+        "--branch",
+        choices=("backbone", "momentum_backbone", "teacher", "student"),
+        help="the encoder of a training checkpoint to import (default: the preset's, else the "
+        "evaluated one: backbone, or teacher for DINO)",
+    )
+    p.add_argument("--preset", help="a published encoder's settings (see --list-presets)")
+    p.add_argument(
+        "--list-presets", action="store_true", help="list the presets (also --preset help)"
+    )
+    p.add_argument("--timm-name", help="the timm model, when the keys cannot tell it")
+    p.add_argument(
+        "--model-kwargs",
+        help="timm model kwargs as JSON, e.g. '{\"num_heads\": 12}' (a ViT-S needs its head count)",
+    )
+    p.add_argument("--mean", type=float, nargs=3, help="pretraining normalisation mean (R G B)")
+    p.add_argument("--std", type=float, nargs=3, help="pretraining normalisation std (R G B)")
+    p.add_argument("--overwrite", action="store_true", help="replace an export already in --out")
+    p.set_defaults(handler="ssl_benthic.import_weights:cli_import_weights")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ssl-benthic", description=__doc__.splitlines()[0])
     add_debug_flag(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (
         _add_make_sample,
+        _add_make_survey,
         _add_make_shards,
         _add_verify,
         _add_summary,
         _add_pretrain,
         _add_export,
+        _add_import_weights,
     ):
         add(sub)
     return parser

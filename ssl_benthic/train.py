@@ -17,18 +17,14 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import LearningRateMonitor
-from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
 from ssl_benthic.checkpoints import (
     LAST,
     RunCheckpoint,
-    SaveOnSigterm,
     checkpoint_dir,
     checkpoint_step,
     find_resume,
-    fit_or_interrupt,
     prepare_output_dir,
 )
 from ssl_benthic.config import load_config, save_config
@@ -36,8 +32,9 @@ from ssl_benthic.data.manifest import load_manifest
 from ssl_benthic.data.reader import ShardLoader, make_loader
 from ssl_benthic.errors import Interrupted
 from ssl_benthic.methods import get_method
-from ssl_benthic.methods.base import SSLMethod, eval_transform
+from ssl_benthic.methods.base import eval_transform
 from ssl_benthic.pretrain_config import PretrainConfig
+from ssl_benthic.trainer import fit, make_trainer
 
 __all__ = ["pretrain", "cli_pretrain", "build_trainer", "ShardDataModule"]
 
@@ -131,27 +128,18 @@ class ShardDataModule(pl.LightningDataModule):
         return self.loader
 
 
-def build_callbacks(cfg: PretrainConfig, method_cls: type[SSLMethod]) -> list[pl.Callback]:
-    t = cfg.trainer
-    callbacks: list[pl.Callback] = [
-        RunCheckpoint(
-            dirpath=checkpoint_dir(cfg.output_dir),
-            filename="step-{step:08d}",
-            every_n_train_steps=t.checkpoint_every_n_steps,
-            save_top_k=t.keep_last_k,
-            monitor="step",
-            mode="max",
-            save_last=True,
-            auto_insert_metric_name=False,
-        ),
-        LearningRateMonitor(logging_interval="step"),
-        SaveOnSigterm(cfg.output_dir),
-    ]
-    if cfg.monitor.knn is not None:
-        from ssl_benthic.knn_monitor import KNNMonitor
-
-        callbacks.append(KNNMonitor(cfg.monitor.knn, eval_transform(cfg.transform)))
-    return callbacks
+def _checkpoint(cfg: PretrainConfig) -> RunCheckpoint:
+    """Every N steps and at the end, the last K kept by step, plus last.ckpt."""
+    return RunCheckpoint(
+        dirpath=checkpoint_dir(cfg.output_dir),
+        filename="step-{step:08d}",
+        every_n_train_steps=cfg.trainer.checkpoint_every_n_steps,
+        save_top_k=cfg.trainer.keep_last_k,
+        monitor="step",
+        mode="max",
+        save_last=True,
+        auto_insert_metric_name=False,
+    )
 
 
 def _on_gpu(accelerator: str) -> bool:
@@ -159,17 +147,20 @@ def _on_gpu(accelerator: str) -> bool:
     return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
 
 
-def build_trainer(
-    cfg: PretrainConfig, method_cls: type[SSLMethod], extra_callbacks: Sequence[pl.Callback] = ()
-) -> pl.Trainer:
+def build_trainer(cfg: PretrainConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> pl.Trainer:
     """The Lightning Trainer of a recipe: loggers, checkpoints, DDP/SLURM options from `trainer.*`."""
-    t, out = cfg.trainer, Path(cfg.output_dir)
-    loggers: list[Any] = []
-    if cfg.logger.csv:
-        loggers.append(CSVLogger(out, name="logs"))
-    if cfg.logger.tensorboard:
-        loggers.append(TensorBoardLogger(out, name="tensorboard"))
-    return pl.Trainer(
+    t = cfg.trainer
+    callbacks = list(extra_callbacks)
+    if cfg.monitor.knn is not None:
+        from ssl_benthic.knn_monitor import KNNMonitor
+
+        callbacks.insert(0, KNNMonitor(cfg.monitor.knn, eval_transform(cfg.transform)))
+    return make_trainer(
+        cfg.output_dir,
+        _checkpoint(cfg),
+        csv=cfg.logger.csv,
+        tensorboard=cfg.logger.tensorboard,
+        callbacks=callbacks,
         accelerator=t.accelerator,
         devices=t.devices,
         num_nodes=t.num_nodes,
@@ -182,12 +173,6 @@ def build_trainer(
         log_every_n_steps=t.log_every_n_steps,
         sync_batchnorm=t.sync_batchnorm and _on_gpu(t.accelerator),
         deterministic=t.deterministic,
-        callbacks=build_callbacks(cfg, method_cls) + list(extra_callbacks),
-        logger=loggers or False,
-        default_root_dir=str(out),
-        use_distributed_sampler=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
     )
 
 
@@ -243,12 +228,9 @@ def pretrain(
     method_cls = get_method(cfg.method.name)
     model = method_cls(cfg)
     data = ShardDataModule(cfg, method_cls.build_transform(cfg.transform))
-    trainer = build_trainer(cfg, method_cls, extra_callbacks)
+    trainer = build_trainer(cfg, extra_callbacks)
     _write_config(cfg)
-    guard = next(c for c in trainer.callbacks if isinstance(c, SaveOnSigterm))
-    fit_or_interrupt(
-        trainer, guard, model=model, datamodule=data, ckpt_path=ckpt, weights_only=True
-    )
+    fit(trainer, model=model, datamodule=data, ckpt_path=ckpt, weights_only=True)
     return Path(cfg.output_dir)
 
 

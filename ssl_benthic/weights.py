@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ __all__ = [
     "EXPORT_META",
     "STUDENT_PREFIX",
     "read_export",
+    "torch_load",
     "read_state",
     "student_backbone_state",
     "pretrain_metadata",
@@ -41,12 +43,23 @@ STUDENT_PREFIX = "backbone."
 SHOWN = 5  # keys named in an error before "and N more"
 
 
-def _torch_load(path: Path, mmap: bool = False) -> Any:
+def torch_load(path: Path, mmap: bool = False) -> Any:
+    """`torch.load(weights_only=True)`; a pickled Python object is refused, naming it."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as exc:  # noqa: BLE001 - pickle, zip or refused-type errors: one message
+    except Exception as exc:  # noqa: BLE001 - pickle, zip or format errors: one message each
+        text = str(exc)
+        if "Weights only load failed" in text and (m := re.search(r"GLOBAL ([\w.]+)", text)):
+            raise BackboneError(
+                f"{path}: refused: the file holds a pickled Python object ({m.group(1)}), not "
+                "only tensors, and unpickling it could run code; if you trust the file, re-save "
+                "its state dicts (torch.save(ckpt['state_dict'], ...) or safetensors) and import that"
+            ) from None
+        detail = re.search(r"WeightsUnpickler error: *\n*(.+)", text)
+        first = detail.group(1) if detail else (text.strip().splitlines() or [""])[0]
         raise BackboneError(
-            f"{path}: not a readable weights file ({type(exc).__name__}: {exc})"
+            f"{path}: not a readable weights file, corrupt or of another format "
+            f"({type(exc).__name__}: {first.strip()})"
         ) from None
 
 
@@ -54,7 +67,7 @@ def _pretraining_checkpoint(path: Path) -> dict[str, Any] | None:
     """The loaded checkpoint when `path` is an ssl-benthic pretraining checkpoint, else None."""
     if path.suffix != ".ckpt":
         return None
-    ckpt = _torch_load(path, mmap=True)  # the metadata, without reading every tensor
+    ckpt = torch_load(path, mmap=True)  # the metadata, without reading every tensor
     return ckpt if isinstance(ckpt, dict) and "ssl_benthic" in ckpt else None
 
 
@@ -102,7 +115,7 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a weights file; of a pretraining checkpoint, its student backbone's."""
     if path.suffix == ".safetensors":
         return load_file(str(path))
-    state = _torch_load(path)
+    state = torch_load(path)
     if isinstance(state, dict) and "ssl_benthic" in state:
         return student_backbone_state(state["state_dict"])
     if isinstance(state, dict) and "state_dict" in state:
@@ -129,7 +142,8 @@ def _hint(unexpected: list[str]) -> str:
     if prefixes & {"backbone", "momentum_backbone", "teacher", "student", "projector", "model"}:
         return (
             " (this looks like a training checkpoint, not backbone weights: run "
-            "`ssl-benthic export` on an ssl-benthic checkpoint first)"
+            "`ssl-benthic import-weights FILE --out DIR` and use DIR; for this toolkit's own "
+            "checkpoints `ssl-benthic export` does the same)"
         )
     return ""
 

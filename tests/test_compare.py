@@ -121,7 +121,7 @@ def test_grid_end_to_end_reports_every_cell_and_resumes(
     assert "| random | - (random init or the hub) | - | 2 |" in report
     assert "| random | linear | weighted |" in report and "| 1/1 |" in report
     for head in ("biota", "substrate"):
-        for kind in ("depth_recall", "pr", "rare_recall"):
+        for kind in ("depth_scores", "pr", "rare_recall"):
             png = out / "plots" / f"{head}_{kind}.png"
             assert png.read_bytes()[:4] == b"\x89PNG"
     assert f"hml-finetune compare --config {config} 'seeds=[0]' output_dir={out}" in report

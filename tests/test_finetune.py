@@ -23,8 +23,9 @@ from hml_finetune.data.labels import (
     strata,
     stratified_subset,
 )
-from hml_finetune.evaluate import evaluate_shards, load_finetuned
+from hml_finetune.evaluate import evaluate_shards
 from hml_finetune.finetune_config import FinetuneConfig
+from hml_finetune.inference import load_finetuned
 from hml_finetune.model import NOISE_STREAM, HMLModel, build_backbone
 from hml_finetune.module import HMLModule, _lr_factor, build_losses
 from hml_finetune.train import resolve_strategy, run_finetune
@@ -32,6 +33,7 @@ from hml_finetune.train_data import TrainData
 from ssl_benthic.backbones import BackboneError
 from ssl_benthic.config import apply_overrides, from_dict, load_config
 from ssl_benthic.data.sample import make_sample
+from ssl_benthic.errors import LabelError
 
 SPONGE = "[BIOTA] > Biota > Sponges"
 MASSIVE = "[BIOTA] > Biota > Sponges > Massive forms"
@@ -370,7 +372,11 @@ def test_label_errors_name_the_sample(shards):
     bad = LabelledSplit(
         ["k1", "k2"], [{"biota": [SPONGE]}, {"biota": ["[BIOTA] > Biota > Spongez"]}]
     )
-    with pytest.raises(ValueError, match=r"'k2'.*Spongez.*did you mean"):
+    with pytest.raises(
+        LabelError,
+        match=r"sample 'k2'.*Spongez.*not in the scheme catami; the nearest path is "
+        r"'\[BIOTA\] > Biota > Sponges'",
+    ):
         build_hierarchies([bad])
     hier = build_hierarchies([read_split(shards / "train")])
     unseen = "[BIOTA] > Biota > Ascidians > Stalked > Colonial"  # CATAMI, but not in this data
@@ -378,7 +384,9 @@ def test_label_errors_name_the_sample(shards):
     with pytest.raises(ValueError, match=r"Ascidians > Stalked > Colonial.*'t-7'"):
         encode_split(other, hier)
     wrong_head = LabelledSplit(["t-8"], [{"substrate": [SPONGE]}])
-    with pytest.raises(ValueError, match=r"'t-8'.*filed under head 'substrate'"):
+    with pytest.raises(
+        LabelError, match=r"'t-8'.*filed under head 'substrate' but belongs to 'biota'"
+    ):
         build_hierarchies([wrong_head])
 
 

@@ -19,13 +19,15 @@ from hml_finetune.data.labels import (
     IGNORE_INDEX,
     LabelledSplit,
     build_hierarchies,
+    default_schemes,
     encode_single,
     encode_split,
     read_split,
     single_classes,
 )
-from hml_finetune.evaluate import evaluate_shards, load_finetuned
+from hml_finetune.evaluate import evaluate_shards
 from hml_finetune.finetune_config import FinetuneConfig
+from hml_finetune.inference import load_finetuned
 from hml_finetune.model import extract_features, image_transform
 from hml_finetune.module import HMLModule, build_losses, single_label_loss
 from hml_finetune.report import Cell, write_report
@@ -33,6 +35,7 @@ from hml_finetune.train import run_finetune
 from hml_finetune.train_data import TrainData
 from ssl_benthic.config import ConfigError
 from ssl_benthic.data.shards import ShardSample, write_shards
+from ssl_benthic.errors import LabelError
 
 SPONGE = "[BIOTA] > Biota > Sponges"
 CNIDARIA = "[BIOTA] > Biota > Cnidaria"
@@ -156,16 +159,17 @@ def test_flat_head_is_depth_one_and_unannotated_samples_get_zero_gradient(shards
             {"colour": ["green", "blue"], "substrate": [SAND]},
         ],
     )
-    hier = build_hierarchies([split], flat=["colour"])
+    schemes = default_schemes(["biota", "substrate"], flat=["colour"])
+    hier = build_hierarchies([split], schemes)
     h = hier["colour"]
     assert list(hier) == ["biota", "substrate", "colour"]
     assert h.nodes == ["[COLOUR]", "[COLOUR] > blue", "[COLOUR] > green", "[COLOUR] > red"]
-    y, m = encode_split(split, hier, flat=["colour"])["colour"]
+    y, m = encode_split(split, hier, schemes)["colour"]
     assert y.tolist() == [[1, 0, 0, 1], [0, 0, 0, 0], [1, 1, 1, 0]]
     assert m.tolist() == [[1, 1, 1, 1], [0, 0, 0, 0], [1, 1, 1, 1]]  # siblings: known negatives
 
     cfg = make_cfg(shards, tmp_path)  # plain MCLoss
-    data = TrainData(split, encode_split(split, hier, flat=["colour"]))
+    data = TrainData(split, encode_split(split, hier, schemes))
     module = HMLModule(cfg, None, hier, build_losses(cfg, hier, data.targets), data, None, {})
     logits = {name: torch.randn(1, 3, len(x), requires_grad=True) for name, x in hier.items()}
     _, per_head = module.compute_loss(logits, data.targets)
@@ -227,10 +231,10 @@ def test_two_labels_in_a_single_label_head_fail_naming_the_sample():
 
 def test_flat_and_single_head_config_and_label_errors(shards, tmp_path):
     undeclared = LabelledSplit(["u-1"], [{"biota": [SPONGE], "colour": ["red"]}])
-    with pytest.raises(ValueError, match=r"'u-1'.*'colour' is not a CATAMI head.*heads\.flat"):
-        build_hierarchies([undeclared])
+    # any other head is an ordinary HML head, its scheme the data's own labels
+    assert build_hierarchies([undeclared])["colour"].nodes == ["[COLOUR]", "[COLOUR] > red"]
     bad_name = LabelledSplit(["p-2"], [{"colour": ["red > dark"]}])
-    with pytest.raises(ValueError, match=r"sample 'p-2': flat head 'colour'"):
+    with pytest.raises(LabelError, match=r"sample 'p-2': flat head 'colour'"):
         build_hierarchies([bad_name], flat=["colour"])
     with pytest.raises(ConfigError, match=r"heads\.flat: 'biota' is a CATAMI head"):
         make_cfg(shards, tmp_path, "heads.flat=[biota]", "heads.single=[]")

@@ -120,9 +120,10 @@ def test_head_asked_for_without_training_labels_is_a_label_error(relief_not_in_t
 def test_head_chosen_from_data_without_training_labels_is_left_out(relief_not_in_train, tmp_path):
     root = relief_not_in_train
     with pytest.warns(UserWarning, match=r"head 'relief' has labels in val/test only") as record:
-        hierarchies, _, data, val, _ = prepare_data(make_cfg(root, tmp_path))
+        prepared = prepare_data(make_cfg(root, tmp_path))
+    hierarchies, val = prepared.hierarchies, prepared.val
     assert list(hierarchies) == ["biota", "substrate"]
-    assert list(data.targets) == ["biota", "substrate"]
+    assert list(prepared.data.targets) == ["biota", "substrate"]
     assert str(root / "train") in next(m for m in messages(record) if "'relief'" in m)
     assert set(encode_split(val, hierarchies)) == {"biota", "substrate"}  # val still encodes
 
@@ -295,7 +296,7 @@ def test_evaluate_on_an_unlabelled_split_is_a_label_error(gaps, monkeypatch, cap
     def no_features(*args, **kwargs):
         raise AssertionError("features extracted before the labels were checked")
 
-    monkeypatch.setattr(evaluate_mod, "extract_features", no_features)
+    monkeypatch.setattr(evaluate_mod, "probabilities", no_features)
     split = root / "unlabelled"
     with pytest.raises(
         LabelError, match=rf"--shards {re.escape(str(split))}: none of its 9 samples"

@@ -1,5 +1,7 @@
 """Metrics against sklearn on random data; roots and masked entries excluded; depth scores by hand."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -102,7 +104,14 @@ def test_per_depth_and_prediction_depth_by_hand():
     d1, d2, d3 = out["per_depth"][1], out["per_depth"][2], out["per_depth"][3]
     assert d1["recall_micro"] == 1.0 and d1["f1_micro"] == pytest.approx(2 * 2 / (2 * 2 + 1))
     assert d2["recall_micro"] == 1.0 and d2["n_nodes"] == 3 and d2["n_nodes_with_positives"] == 2
+    assert d1["precision_micro"] == pytest.approx(2 / 3)  # a right twice, b wrong once
+    assert d2["precision_micro"] == 1.0  # c and d, both right
     assert d3["recall_micro"] == 0.0 and d3["recall_macro"] == 0.0
+    assert math.isnan(d3["precision_micro"])  # nothing predicted at depth 3
+    # a depth without known positives has no recall (NaN), not 0
+    y0, m0 = TREE.encode_many([["a"], ["a"]])
+    none_deep = evaluate(p, y0.double(), m0.double(), TREE)["per_depth"][3]
+    assert none_deep["n_nodes_with_positives"] == 0 and math.isnan(none_deep["recall_micro"])
     # a per-node threshold tensor: raise f's threshold above everything, lower nothing else
     thr = torch.full((len(TREE),), 0.5, dtype=torch.float64)
     p[0, i["f"]] = 0.7

@@ -1,26 +1,25 @@
-"""Shard labels -> per-head CATAMI hierarchies, targets and masks, and stratified training subsets.
+"""Shard labels -> per-head hierarchies, targets and masks, and stratified training subsets.
 
-Hierarchy choice: one hierarchy per CATAMI head (biota, substrate, relief, bedforms) labelled in the
-training split (`training_heads`: a head labelled only in val/test is left out with a warning, one
-the config asks for is an error), whose nodes are the CATAMI paths used by any labelled split given
-(train, val, test) plus all their ancestors. Not the whole scheme (311 paths): a node no split uses
-has nothing to learn or score and would only add zeros to the "all nodes" macro scores. Only label
-paths are read (no images, no statistics), so taking val/test paths into the node list leaks nothing
-the model fits; a test split with a path outside the hierarchy fails naming the path and the sample,
-and labels of val/test never seen in training are named in a warning (`unseen_labels`).
+Heads: every head labelled in the training split (`training_heads`: a head labelled only in val/test
+is left out with a warning, one the config asks for is an error), each with its label scheme (see
+`hml_finetune.schemes`: CATAMI, a scheme file, or the data's own paths). A head's nodes are the label
+paths used by any split given (train, val, test) plus all their ancestors, not the whole scheme: a
+node no split uses has nothing to learn or score and would only add zeros to the "all nodes" macro
+scores. Only label paths are read (no images, no statistics), so taking val/test paths into the node
+list leaks nothing the model fits; labels of val/test never seen in training are named in a warning
+(`unseen_labels`).
 
-Two kinds of extra head (config `heads.flat` / `heads.single`) carry plain class names instead of
-CATAMI paths: a flat multi-label head becomes a depth-1 hierarchy (root "[COLOUR]", nodes
-"[COLOUR] > red"), so the HML loss reduces to masked BCE on its classes; a single-label head is
-encoded as one class index per sample (`IGNORE_INDEX` where unannotated).
+A flat multi-label head (`heads.flat`, e.g. colour: ["red"]) is a depth-1 hierarchy (root
+"[COLOUR]", nodes "[COLOUR] > red"), so the HML loss reduces to masked BCE on its classes; a
+single-label head (`heads.single`) is encoded as one class index per sample (`IGNORE_INDEX` where
+unannotated).
 """
 
 from __future__ import annotations
 
-import difflib
 import warnings
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +27,8 @@ import numpy as np
 import torch
 
 from hml_finetune.hierarchy import Hierarchy
-from ssl_benthic.catami import HEADS, SEP, catami_nodes, depth_of, head_of
+from hml_finetune.schemes import Scheme, resolve_schemes
+from ssl_benthic.catami import HEADS, SEP, label_depth
 from ssl_benthic.data.reader import iter_samples
 from ssl_benthic.errors import LabelError
 
@@ -36,14 +36,14 @@ __all__ = [
     "IGNORE_INDEX",
     "LabelledSplit",
     "read_split",
-    "check_labels",
+    "check_split",
+    "default_schemes",
     "has_labels",
     "require_labels",
     "labelled_heads",
     "training_heads",
     "unseen_labels",
     "warn_unseen",
-    "flat_root",
     "head_labels",
     "build_hierarchies",
     "encode_split",
@@ -98,34 +98,14 @@ def read_split(shards: str | Path) -> LabelledSplit:
     return LabelledSplit(keys, labels, str(shards))
 
 
-def check_labels(split: LabelledSplit, extra: Collection[str] = ()) -> None:
-    """Every path is a CATAMI node and sits under the head it is filed under; errors name the sample.
-
-    Heads in `extra` (the flat and single-label heads) hold plain class names: not checked here.
-    """
-    valid = catami_nodes()
+def check_split(split: LabelledSplit, schemes: Mapping[str, Scheme]) -> None:
+    """Every label of a head in `schemes` is in that head's scheme and filed under its own head;
+    an error names the sample, the head, the label and the scheme's nearest path."""
     for key, labels in zip(split.keys, split.labels, strict=True):
         for head, paths in labels.items():
-            if head in extra:
-                continue
-            for path in paths:
-                if path not in valid:
-                    near = difflib.get_close_matches(path, sorted(valid), n=1, cutoff=0.8)
-                    hint = f" (did you mean {near[0]!r}?)" if near else ""
-                    if head not in HEADS:
-                        hint += (
-                            f"; {head!r} is not a CATAMI head: list it in heads.flat "
-                            "or heads.single"
-                        )
-                    raise LabelError(
-                        f"{split.source}: sample {key!r}: label path {path!r} (head {head!r}) "
-                        f"is not in the CATAMI scheme{hint}"
-                    )
-                if head_of(path) != head:
-                    raise LabelError(
-                        f"{split.source}: sample {key!r}: label path {path!r} is filed under "
-                        f"head {head!r} but belongs to {head_of(path)!r}"
-                    )
+            if head in schemes:
+                for path in paths:
+                    schemes[head].check(path, key, split.source)
 
 
 def has_labels(labels: dict[str, list[str]]) -> bool:
@@ -156,7 +136,8 @@ def training_heads(
     single: Sequence[str],
     where: str,
 ) -> list[str]:
-    """The CATAMI heads to train: `names`, or (None) every CATAMI head labelled in `train`; a head
+    """The HML heads to train: `names`, or (None) every head labelled in `train` that is not a
+    flat or single-label head (CATAMI heads first, in their order, then the others sorted); a head
     labelled only in `others` (val/test) is left out with a warning, as it would train on nothing.
 
     A head the config asks for (heads.names, heads.flat, heads.single) without a label in `train`
@@ -173,25 +154,30 @@ def training_heads(
                 )
     if names is not None:
         return list(names)
-    elsewhere = labelled_heads(others) - trained
-    for head in (h for h in HEADS if h in elsewhere):
+    extra = set(flat) | set(single)
+    for head in sorted(labelled_heads(others) - trained - extra, key=_head_order):
         warnings.warn(
             f"head {head!r} has labels in val/test only, none in {where}: left out "
             "(it would train on nothing)",
             stacklevel=2,
         )
-    return [h for h in HEADS if h in trained]
+    return sorted(trained - extra, key=_head_order)
+
+
+def _head_order(head: str) -> tuple[int, str]:
+    """CATAMI heads in their order, then any other head by name."""
+    return (HEADS.index(head), "") if head in HEADS else (len(HEADS), head)
 
 
 def _positive_labels(
     split: LabelledSplit,
     hierarchies: dict[str, Hierarchy],
     singles: dict[str, list[str]],
-    flat: Collection[str],
+    schemes: Mapping[str, Scheme],
 ) -> dict[str, set[str]]:
     """Per head, the evaluated nodes (not roots) or classes with a known positive in `split`."""
     out = {}
-    for head, (y, m) in encode_split(split, hierarchies, flat).items():
+    for head, (y, m) in encode_split(split, hierarchies, schemes).items():
         h = hierarchies[head]
         pos = ((y > 0.5) & (m != 0)).any(0).tolist()
         out[head] = {n for n, p in zip(h.nodes, pos, strict=True) if p and n not in h.roots}
@@ -205,12 +191,12 @@ def unseen_labels(
     other: LabelledSplit,
     hierarchies: dict[str, Hierarchy],
     singles: dict[str, list[str]],
-    flat: Collection[str] = (),
+    schemes: Mapping[str, Scheme],
 ) -> dict[str, list[str]]:
     """Per head, the labels (nodes or classes, sorted) positive in `other` but never in `train`:
     the model never saw them, so they are no "rare" nodes (see `head_metrics.rare_recall`)."""
-    seen = _positive_labels(train, hierarchies, singles, flat)
-    found = _positive_labels(other, hierarchies, singles, flat)
+    seen = _positive_labels(train, hierarchies, singles, schemes)
+    found = _positive_labels(other, hierarchies, singles, schemes)
     return {h: sorted(found[h] - seen[h]) for h in found if found[h] - seen[h]}
 
 
@@ -228,69 +214,63 @@ def warn_unseen(unseen: dict[str, list[str]], name: str, source: str, show: int 
         )
 
 
-def flat_root(head: str) -> str:
-    """Root node of a flat head's depth-1 hierarchy: colour -> "[COLOUR]"."""
-    return f"[{head.upper()}]"
+def head_labels(labels: dict[str, list[str]], head: str, scheme: Scheme) -> list[str]:
+    """A sample's labels of `head` as hierarchy nodes (`[HEAD] > ...`, see `Scheme.node`)."""
+    return [scheme.node(label) for label in labels.get(head) or []]
 
 
-def head_labels(labels: dict[str, list[str]], head: str, flat: Collection[str] = ()) -> list[str]:
-    """A sample's label list for `head` as hierarchy node names (flat names get the head's root)."""
-    paths = labels.get(head) or []
-    return [f"{flat_root(head)}{SEP}{name}" for name in paths] if head in flat else list(paths)
+def default_schemes(
+    heads: Iterable[str], flat: Sequence[str] = (), splits: Sequence[LabelledSplit] = ()
+) -> dict[str, Scheme]:
+    """The schemes heads have without configuration: `catami` for the CATAMI heads, `data` for
+    any other, and flat class names for the `flat` heads."""
+    from hml_finetune.finetune_config import HeadsConfig
 
-
-def _check_flat(split: LabelledSplit, head: str) -> None:
-    """Flat class names are non-empty strings without the path separator."""
-    for key, labels in zip(split.keys, split.labels, strict=True):
-        for name in labels.get(head) or []:
-            if not isinstance(name, str) or not name.strip() or SEP in name:
-                raise LabelError(
-                    f"{split.source}: sample {key!r}: flat head {head!r} label {name!r} must be a "
-                    f"plain class name (non-empty, no {SEP.strip()!r})"
-                )
+    names = sorted(set(heads) - set(flat), key=_head_order)
+    return resolve_schemes(names, HeadsConfig(flat=tuple(flat)), splits)
 
 
 def build_hierarchies(
     splits: Iterable[LabelledSplit],
-    heads: Sequence[str] | None = None,
+    schemes: Mapping[str, Scheme] | None = None,
     flat: Sequence[str] = (),
-    skip: Collection[str] = (),
 ) -> dict[str, Hierarchy]:
-    """One hierarchy per head in `heads` (None: every CATAMI head with a label in any split), CATAMI
-    order, then one depth-1 hierarchy per `flat` head; nodes = the used paths and their ancestors,
-    sorted (a prefix sorts before its children). Heads in `skip` (single-label) are not read."""
+    """One hierarchy per head of `schemes` (None: `default_schemes` of every labelled head), in
+    that order, after checking every label against its scheme; nodes = the labels used in any
+    split and their ancestors, sorted (a prefix sorts before its children). Not the whole scheme:
+    a node no split uses has nothing to learn or score.
+    """
     splits = list(splits)
+    if schemes is None:
+        schemes = default_schemes(labelled_heads(splits), flat, splits)
     used: dict[str, set[str]] = defaultdict(set)
     for split in splits:
-        check_labels(split, extra=set(flat) | set(skip))
-        for head in flat:
-            _check_flat(split, head)
+        check_split(split, schemes)
         for labels in split.labels:
-            for head in labels:
-                if head not in skip:
-                    used[head].update(head_labels(labels, head, flat))
-    wanted = [h for h in HEADS if used.get(h)] if heads is None else list(heads)
+            for head, scheme in schemes.items():
+                used[head].update(head_labels(labels, head, scheme))
     out = {}
-    for head in [*wanted, *flat]:
+    for head in schemes:
         if not used.get(head):
-            raise LabelError(
-                f"head {head!r} has no labels in the data (heads with labels: "
-                f"{', '.join(h for h in HEADS if used.get(h)) or 'none'})"
-            )
+            raise LabelError(f"head {head!r} has no labels in the data")
         out[head] = Hierarchy.from_paths(sorted(used[head]), sep=SEP)
     return out
 
 
 def encode_split(
-    split: LabelledSplit, hierarchies: dict[str, Hierarchy], flat: Collection[str] = ()
+    split: LabelledSplit,
+    hierarchies: dict[str, Hierarchy],
+    schemes: Mapping[str, Scheme] | None = None,
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Per head (targets, mask), each (N, K) float32; an absent or empty head gives an all-zero mask.
 
-    A path outside the head's hierarchy raises naming the path and the sample key.
+    A label outside the head's hierarchy raises naming the label and the sample key. `schemes`
+    None: `default_schemes` of the hierarchies' heads.
     """
+    schemes = default_schemes(hierarchies) if schemes is None else schemes
     out = {}
     for head, hierarchy in hierarchies.items():
-        lists = [head_labels(labels, head, flat) for labels in split.labels]
+        lists = [head_labels(labels, head, schemes[head]) for labels in split.labels]
         try:
             out[head] = hierarchy.encode_many(lists, split.keys)
         except ValueError as exc:
@@ -372,7 +352,7 @@ def hierarchy_from_dict(data: dict[str, list]) -> Hierarchy:
 # ----------------------------------------------------------------------------- subsets
 def _fine_key(labels: dict[str, list[str]]) -> tuple:
     """(head, deepest depth) for each annotated head."""
-    return tuple((h, max(depth_of(p) for p in labels[h])) for h in sorted(labels) if labels[h])
+    return tuple((h, max(label_depth(p) for p in labels[h])) for h in sorted(labels) if labels[h])
 
 
 def _coarse_key(labels: dict[str, list[str]]) -> tuple:

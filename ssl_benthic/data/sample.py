@@ -25,7 +25,7 @@ from ssl_benthic.data.sample_labels import Scene, annotate, draw_scene
 from ssl_benthic.data.shards import ShardSample, write_shards
 from ssl_benthic.data.synth_camera import N_SITES, render_scene
 
-SPLIT_CODES = {"unlabelled": 0, "train": 1, "val": 2, "test": 3}
+SPLIT_CODES = {"unlabelled": 0, "train": 1, "val": 2, "test": 3, "survey": 4}
 LABELLED_FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
 MIN_SHARDS = {
     "unlabelled": 8,

@@ -241,6 +241,8 @@ class VerifyReport:
     num_shards: int = 0
     num_samples: int = 0
     faults: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    images: dict[bytes, list[tuple[str, str]]] = field(default_factory=dict, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -252,8 +254,9 @@ def decode_check(data: bytes) -> None:
     open_full(data)
 
 
-def _check_members(tar_path: Path, report: VerifyReport) -> int:
-    """Check that every member is KEY.EXT with a decodable image and a JSON object; count samples."""
+def _check_members(tar_path: Path, report: VerifyReport, split: str) -> int:
+    """Check that every member is KEY.EXT with a decodable image and a JSON object; count samples.
+    Each image's sha256 is noted under (split, key) for `_warn_shared_images`."""
     groups: dict[str, dict[str, bytes]] = {}
     with tarfile.open(tar_path, "r:") as tar:  # read only, never extracted
         for info in tar:
@@ -267,6 +270,8 @@ def _check_members(tar_path: Path, report: VerifyReport) -> int:
         if len(images) != 1 or "json" not in parts or len(parts) != 2:
             report.faults.append(f"{tar_path}: sample {key!r} has members {sorted(parts)}")
             continue
+        digest = hashlib.sha256(parts[images[0]]).digest()
+        report.images.setdefault(digest, []).append((split, key))
         try:
             decode_check(parts[images[0]])
         except Exception as exc:
@@ -279,7 +284,7 @@ def _check_members(tar_path: Path, report: VerifyReport) -> int:
     return len(groups)
 
 
-def _verify_shard(path: Path, entry: dict, report: VerifyReport) -> int:
+def _verify_shard(path: Path, entry: dict, report: VerifyReport, split: str) -> int:
     """Check one listed shard (present, size, sha256, members, count); its sample count."""
     report.num_shards += 1
     if not path.is_file():
@@ -290,7 +295,7 @@ def _verify_shard(path: Path, entry: dict, report: VerifyReport) -> int:
     if sha256_file(path) != entry["sha256"]:
         report.faults.append(f"{path}: sha256 differs from the manifest")
     try:
-        count = _check_members(path, report)
+        count = _check_members(path, report, split)
     except (tarfile.TarError, OSError) as exc:
         report.faults.append(f"{path}: unreadable tar: {exc}")
         return 0
@@ -299,7 +304,7 @@ def _verify_shard(path: Path, entry: dict, report: VerifyReport) -> int:
     return count
 
 
-def _verify_folder(folder: Path, report: VerifyReport) -> None:
+def _verify_folder(folder: Path, report: VerifyReport, split: str) -> None:
     """Check one shard folder against its manifest, including tars the manifest does not list."""
     report.folders.append(str(folder))
     try:
@@ -307,7 +312,7 @@ def _verify_folder(folder: Path, report: VerifyReport) -> None:
     except (OSError, ValueError) as exc:
         report.faults.append(f"{folder}: {exc}")
         return
-    total = sum(_verify_shard(folder / e["file"], e, report) for e in manifest["shards"])
+    total = sum(_verify_shard(folder / e["file"], e, report, split) for e in manifest["shards"])
     if total != manifest["num_samples"]:
         report.faults.append(f"{folder}: {total} samples, manifest says {manifest['num_samples']}")
     report.num_samples += total
@@ -322,15 +327,40 @@ def _check_unlisted(folder: Path, listed: set[str], report: VerifyReport) -> Non
             report.faults.append(f"{path}: not listed in {folder / MANIFEST}")
 
 
+def _warn_shared_images(report: VerifyReport, show: int = 20) -> None:
+    """Warn about images whose bytes (sha256) appear in two or more splits, naming their keys:
+    a leak between train and evaluation. Repeats inside one split are not reported."""
+    shared = []
+    for places in report.images.values():
+        if len({split for split, _ in places}) > 1:
+            shared.append(sorted(places))
+    shared.sort()
+    for places in shared[:show]:
+        names = sorted({split for split, _ in places})
+        keys = ", ".join(f"{split}/{key}" for split, key in places)
+        report.warnings.append(f"same image bytes in {' and '.join(names)}: {keys}")
+    if len(shared) > show:
+        report.warnings.append(f"... and {len(shared) - show} more images found in two splits")
+
+
+def _split_name(folder: Path, root: Path) -> str:
+    """A shard folder's name as a split of `root` (its path below it; the folder's name at it)."""
+    rel = folder.relative_to(root).as_posix() if folder.is_relative_to(root) else str(folder)
+    return folder.name if rel == "." else rel
+
+
 def verify_shards(path: str | Path) -> VerifyReport:
     """Check every shard under `path` (a manifest folder, or a folder of them): size and sha256
-    against the manifest, every image decodes, every image has its JSON, counts match."""
+    against the manifest, every image decodes, every image has its JSON, counts match; across the
+    folders of a split set, warn about the same image bytes in two splits."""
     report = VerifyReport()
     folders = manifest_folders(path)
     if not folders:
         report.faults.append(f"{path}: no {MANIFEST} here or in any sub-folder")
     for folder in folders:
-        _verify_folder(folder, report)
+        _verify_folder(folder, report, _split_name(folder, Path(path)))
+    _warn_shared_images(report)
+    report.images.clear()
     return report
 
 
@@ -338,12 +368,15 @@ def verify_shards(path: str | Path) -> VerifyReport:
 
 
 def cli_verify_shards(args: argparse.Namespace) -> int:
-    """`ssl-benthic verify-shards DIR`: print a report; exit status 1 on any fault."""
+    """`ssl-benthic verify-shards DIR`: print a report; exit status 1 on any fault (warnings, such
+    as an image in two splits, leave it 0)."""
     report = verify_shards(args.dir)
     for folder in report.folders:
         print(f"checked {folder}")
     print(f"{report.num_shards} shards, {report.num_samples} samples, {len(report.faults)} faults")
     for fault in report.faults:
         print(f"FAULT {fault}")
+    for warning in report.warnings:
+        print(f"WARNING {warning}")
     print("OK" if report.ok else "FAILED")
     return 0 if report.ok else 1

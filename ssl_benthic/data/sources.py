@@ -1,10 +1,13 @@
-"""Making shards from a BenthicNet-style CSV or a folder tree (`ssl-benthic make-shards`).
+"""Making shards from a BenthicNet-style CSV or a folder tree (`ssl-benthic make-shards`); the
+point exports (CoralNet, SQUIDLE+) live in `point_sources` and write through `write_items` here.
 
 Nothing is dropped silently: a CSV row whose image cell is empty or whose file is missing is found
 before any shard is written, an image that does not decode is found while writing; both are skipped,
 listed in the manifest's `source.skipped` as {row, file, reason} and printed at the end (with
 `strict` a missing file refuses the run, an undecodable one makes the command exit 1). A folder
-tree's hidden and non-image files are counted by kind in `source.ignored`.
+tree's hidden and non-image files are counted by kind in `source.ignored`. Every sample's metadata
+names its source image as `image` (relative to the images root). With `split`, the samples go to
+`OUT/{train,val,test}/` by whole groups (`splits`).
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ import random
 import re
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ssl_benthic.data.csv_rows import DEFAULT_ENCODING, read_csv
 from ssl_benthic.data.images import CONVERTIBLE_SUFFIXES, SUFFIX_EXT, describe_error, encode_image
 from ssl_benthic.data.shards import ShardSample, check_key, cli_verify_shards, write_shards
+from ssl_benthic.data.splits import parse_split, plan_splits, write_split_folders
 from ssl_benthic.errors import DataError, UserError
 
 
@@ -70,7 +74,7 @@ def parse_label_columns(spec: str) -> dict[str, str]:
 # --- items of a CSV ---------------------------------------------------------------------------
 
 
-def _inside(root: Path, rel: str, where: str) -> Path:
+def inside_root(root: Path, rel: str, where: str) -> Path:
     """Resolve `rel` under `root`, refusing paths (.., absolute, symlinks) that land outside it."""
     path = (root / rel).resolve()
     if not path.is_relative_to(root.resolve()):
@@ -78,16 +82,17 @@ def _inside(root: Path, rel: str, where: str) -> Path:
     return path
 
 
-def _stem_key(index: int, path: Path) -> str:
+def stem_key(index: int, path: Path) -> str:
     """Deterministic safe key: zero-padded index + the file stem with unsafe characters as '_'."""
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", path.stem).strip("_")[:64]
     return check_key(f"{index:08d}_{stem}" if stem else f"{index:08d}")
 
 
 def _row_meta(row: dict, image_column: str, label_columns: dict[str, str], sep: str) -> dict:
-    """Metadata of one CSV row: other columns as strings, plus `labels` {head: [paths]} where
-    the cell is non-empty (an empty cell leaves that head unannotated)."""
+    """Metadata of one CSV row: other columns as strings, `image` (the image cell), and `labels`
+    {head: [paths]} where the cell is non-empty (an empty cell leaves that head unannotated)."""
     meta = {k: v for k, v in row.items() if k not in label_columns and k != image_column and k}
+    meta["image"] = row.get(image_column) or ""
     labels = {}
     for col, head in label_columns.items():
         cell = (row.get(col) or "").strip()
@@ -98,7 +103,7 @@ def _row_meta(row: dict, image_column: str, label_columns: dict[str, str], sep: 
     return meta
 
 
-def _unusable(path: Path, resize: int) -> str | None:
+def unusable(path: Path, resize: int) -> str | None:
     """Why `path` cannot be sharded before decoding it (missing, not a file, wrong type), or None."""
     if not path.exists():
         return "missing file"
@@ -128,10 +133,10 @@ def _csv_items(
         if not cell.strip():
             tally.skip(line, "", "empty image cell")
             continue
-        path = _inside(root, cell, f"{csv_path} row {line}")
+        path = inside_root(root, cell, f"{csv_path} row {line}")
         meta = _row_meta(row, spec.image_column, spec.label_columns, spec.label_sep)
         item = Item(i, path, meta, line, cell)
-        if reason := _unusable(path, resize):
+        if reason := unusable(path, resize):
             tally.skip(line, cell, reason)
         else:
             items.append(item)
@@ -151,10 +156,10 @@ def _checked_label_columns(
     return present
 
 
-def _refuse_strict(where: Path, tally: Tally) -> None:
+def refuse_strict(where: Path, tally: Tally) -> None:
     """With `strict`, rows without a usable file stop the run before anything is written."""
     raise DataError(
-        f"{where}: {len(tally.skipped)} rows have no usable image: {_first_skips(tally, 5)}; "
+        f"{where}: {len(tally.skipped)} rows have no usable image: {first_skips(tally, 5)}; "
         "nothing written (--strict; without it they are skipped and listed)"
     )
 
@@ -179,14 +184,15 @@ def _samples(items: list[Item], resize: int, tally: Tally) -> Iterator[ShardSamp
             tally.skip(item.row, item.file, f"cannot read image: {describe_error(exc)}")
             continue
         tally.written.append(item.meta)
-        yield ShardSample(_stem_key(item.index, item.path), data, ext, item.meta)
+        yield ShardSample(stem_key(item.index, item.path), data, ext, item.meta)
     if not tally.written:
-        raise DataError(f"no image could be read, nothing written: {_first_skips(tally)}")
+        raise DataError(f"no image could be read, nothing written: {first_skips(tally)}")
 
 
 @dataclass(frozen=True)
 class WriteOptions:
-    """Options common to both sources: resizing, shuffling, shard bounds and the output folder."""
+    """Options common to every source: resizing, shuffling, shard bounds, the output folder, and
+    the split (`split`: 'train=0.7,val=0.15,test=0.15' or 'partition'; None writes one folder)."""
 
     resize: int = 0
     seed: int = 0
@@ -194,38 +200,93 @@ class WriteOptions:
     max_per_shard: int = 10000
     max_shard_bytes: int = 256 * 2**20
     overwrite: bool = False
+    split: str | None = None
+    group_by: str = "image"
 
     def __post_init__(self) -> None:
         if self.resize < 0:
             raise UserError(f"resize must be >= 0 (0 keeps the size), got {self.resize}")
+        if self.split is not None:
+            parse_split(self.split)  # refuse a bad spec before any work
 
 
-def _write(
+Stream = Callable[[list[Item], Tally], Iterator[ShardSample]]
+
+
+def _file_stream(opts: WriteOptions) -> Stream:
+    """Whole image files: shuffled by seed, encoded one at a time (`_samples`)."""
+
+    def stream(items: list[Item], tally: Tally) -> Iterator[ShardSample]:
+        items = list(items)
+        random.Random(opts.seed).shuffle(items)
+        return _samples(items, opts.resize, tally)
+
+    return stream
+
+
+def _write_one(
     items: list[Item],
     out_dir: str | Path,
     source: dict,
     heads: list[str],
     tally: Tally,
     opts: WriteOptions,
+    stream: Stream,
+    overwrite: bool,
 ) -> dict:
-    """Shuffle `items` by seed, write them, and return the manifest (skips listed in `source`)."""
-    if not items:
-        raise DataError(f"no usable image to write to {out_dir}: {_first_skips(tally)}")
-    items = list(items)
-    random.Random(opts.seed).shuffle(items)
+    """Write `stream(items)` as one shard folder; its manifest (skips listed in `source`)."""
     return write_shards(
-        _samples(items, opts.resize, tally),
+        stream(items, tally),
         out_dir,
         name=opts.name,
         max_per_shard=opts.max_per_shard,
         max_shard_bytes=opts.max_shard_bytes,
         label_schema=lambda: _label_schema(tally.written, heads),
         source=lambda: {**source, **tally.source()},
-        overwrite=opts.overwrite,
+        overwrite=overwrite,
     )
 
 
-def _first_skips(tally: Tally, n: int = 3) -> str:
+def write_items(
+    items: list[Item],
+    out_dir: str | Path,
+    source: dict,
+    heads: list[str],
+    tally: Tally,
+    opts: WriteOptions,
+    stream: Stream | None = None,
+) -> dict:
+    """Write `items` (as `stream` encodes them; default whole files) to one shard folder, or with
+    `opts.split` to one per split plus an index manifest; return the (index) manifest."""
+    if not items:
+        raise DataError(f"no usable image to write to {out_dir}: {first_skips(tally)}")
+    stream = stream or _file_stream(opts)
+    if opts.split is None:
+        return _write_one(items, out_dir, source, heads, tally, opts, stream, opts.overwrite)
+    plan = plan_splits(
+        [item.meta for item in items],
+        [item.row for item in items],
+        parse_split(opts.split),
+        group_by=opts.group_by,
+        seed=opts.seed,
+        where=str(source.get("csv") or source.get("root") or out_dir),
+    )
+    tallies: dict[str, Tally] = {}
+
+    def write_one(part: list[Item], folder: Path, name: str) -> dict:
+        tallies[name] = Tally()
+        split_source = {**source, "split": name}
+        return _write_one(part, folder, split_source, heads, tallies[name], opts, stream, False)
+
+    def top() -> dict:
+        for split_tally in tallies.values():
+            tally.skipped.extend(split_tally.skipped)
+        return {"source": {**source, **tally.source()}, "split": plan.info}
+
+    return write_split_folders(out_dir, plan.parts(items), write_one, top, overwrite=opts.overwrite)
+
+
+def first_skips(tally: Tally, n: int = 3) -> str:
     skipped = tally.sorted_skipped()
     text = "; ".join(_skip_line(s) for s in skipped[:n])
     return text + (f" (and {len(skipped) - n} more)" if len(skipped) > n else "")
@@ -272,7 +333,7 @@ def make_shards_from_csv(
     tally = Tally()
     items = _csv_items(csv_path, root, spec, rows, opts.resize, tally)
     if strict and tally.skipped:
-        _refuse_strict(csv_path, tally)
+        refuse_strict(csv_path, tally)
     source = {
         "kind": "csv",
         "csv": str(csv_path),
@@ -283,7 +344,8 @@ def make_shards_from_csv(
         "resize": opts.resize,
         "seed": opts.seed,
     }
-    return _write(items, out_dir, source, list(spec.label_columns.values()), tally, opts)
+    heads = list(spec.label_columns.values())
+    return write_items(items, out_dir, source, heads, tally, opts)
 
 
 def _image_suffixes(resize: int) -> tuple[str, ...]:
@@ -324,8 +386,9 @@ def _folder_items(root: Path, head: str, resize: int, tally: Tally) -> list[Item
     items = []
     for i, (cls, path) in enumerate(paths):
         rel = path.relative_to(root).as_posix()
-        _inside(root, rel, str(root))
-        items.append(Item(i, path, {"path": rel, "labels": {head: [cls]}}, None, rel))
+        inside_root(root, rel, str(root))
+        meta = {"image": rel, "path": rel, "labels": {head: [cls]}}
+        items.append(Item(i, path, meta, None, rel))
     if not items:
         raise DataError(
             f"{root}: no {'/'.join(_image_suffixes(resize))} images in any class sub-folder"
@@ -358,7 +421,7 @@ def make_shards_from_folder(
         "resize": opts.resize,
         "seed": opts.seed,
     }
-    return _write(items, out_dir, source, [head], tally, opts)
+    return write_items(items, out_dir, source, [head], tally, opts)
 
 
 # --- command line -----------------------------------------------------------------------------
@@ -383,35 +446,97 @@ def _print_skips(source: dict) -> None:
             print(f"  {_skip_line(entry)}")
 
 
-def cli_make_shards(args: argparse.Namespace) -> int:
-    """`ssl-benthic make-shards`: shard a CSV or a folder tree, report what was skipped, verify.
-
-    Exit 0; 1 when verification fails, or with `--strict` when an image was skipped."""
-    options = {
+def _options(args: argparse.Namespace) -> dict:
+    """The `WriteOptions` of the command line."""
+    return {
         "resize": args.resize,
         "seed": args.seed,
         "name": args.name,
         "max_per_shard": args.max_per_shard,
         "max_shard_bytes": int(args.max_shard_mb * 2**20),
         "overwrite": args.overwrite,
+        "split": getattr(args, "split", None),
+        "group_by": getattr(args, "group_by", None) or "image",
     }
-    if args.csv:
-        manifest = make_shards_from_csv(
-            args.csv,
-            args.images_root or str(Path(args.csv).parent),
+
+
+def _point_options(args: argparse.Namespace) -> dict:
+    """What both point exports take from the command line, besides `WriteOptions`."""
+    return {
+        "patch": args.patch,
+        "patch_format": args.patch_format,
+        "encoding": args.encoding,
+        "strict": args.strict,
+    }
+
+
+def _make(args: argparse.Namespace) -> dict:
+    """Run the source the command line names; its manifest."""
+    options = _options(args)
+    csv = args.csv or getattr(args, "coralnet", None) or getattr(args, "squidle", None)
+    root = args.images_root or (str(Path(csv).parent) if csv else None)
+    if getattr(args, "label_map", None) and not getattr(args, "coralnet", None):
+        raise UserError("--label-map maps CoralNet label codes; use it with --coralnet")
+    if getattr(args, "coralnet", None) or getattr(args, "squidle", None):
+        from ssl_benthic.data import point_sources
+
+        if args.coralnet:
+            return point_sources.make_shards_from_coralnet(
+                args.coralnet,
+                root,
+                args.out,
+                label_map=args.label_map,
+                image_column=args.image_column or "Name",
+                **_point_options(args),
+                **options,
+            )
+        return point_sources.make_shards_from_squidle(
+            args.squidle,
+            root,
             args.out,
-            image_column=args.image_column,
+            image_column=args.image_column or "point.media.key",
+            lineage_sep=args.lineage_sep,
+            head=args.head,
+            **_point_options(args),
+            **options,
+        )
+    if args.csv:
+        return make_shards_from_csv(
+            args.csv,
+            root,
+            args.out,
+            image_column=args.image_column or "image",
             label_columns=parse_label_columns(args.label_columns),
             label_sep=args.label_sep,
             encoding=args.encoding,
             strict=args.strict,
             **options,
         )
-    else:
-        manifest = make_shards_from_folder(args.folder, args.out, head=args.head, **options)
-    print(
-        f"wrote {manifest['num_samples']} samples in {len(manifest['shards'])} shards to {args.out}"
-    )
+    return make_shards_from_folder(args.folder, args.out, head=args.head or "label", **options)
+
+
+def _print_written(manifest: dict, out: str) -> None:
+    """'wrote N samples in K shards to OUT', and one line per split of a split set."""
+    splits = manifest.get("splits")
+    if splits is None:
+        print(
+            f"wrote {manifest['num_samples']} samples in {len(manifest['shards'])} shards to {out}"
+        )
+        return
+    for name, entry in splits.items():
+        groups = manifest["split"]["groups"].get(name, 0)
+        print(
+            f"{name:<6} {entry['num_samples']:>8} samples {groups:>6} groups "
+            f"{entry['num_shards']:>4} shards"
+        )
+    print(f"wrote {manifest['num_samples']} samples in {len(splits)} splits to {out}")
+
+
+def cli_make_shards(args: argparse.Namespace) -> int:
+    """`ssl-benthic make-shards`: shard a CSV, a folder tree or a point export, report what was
+    skipped, verify. Exit 0; 1 when verification fails, or with `--strict` when an image was skipped."""
+    manifest = _make(args)
+    _print_written(manifest, args.out)
     _print_skips(manifest["source"])
     status = cli_verify_shards(argparse.Namespace(dir=args.out))
     if args.strict and manifest["source"]["skipped"]:

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from ssl_benthic.catami import SEP, depth_of, has_children, head_of, is_valid_path
+from ssl_benthic.catami import HEADS, SEP, has_children, head_of, is_valid_path, label_depth
 from ssl_benthic.errors import DataError
 
 MANIFEST = "manifest.json"
@@ -56,8 +56,9 @@ def summarize_split(folder: Path) -> dict:
     """Counts for one split: samples, labelled samples, and per head annotated / unannotated / early /
     non-leaf / invalid counts and a histogram of label depths."""
     metas = [m for _, m in iter_metas(folder)]
-    labelled = [m for m in metas if "labels" in m]
+    labelled = [m for m in metas if any((m.get("labels") or {}).values())]
     heads = sorted({h for m in labelled for h in (*m["labels"], *m.get("true_labels", {}))})
+    # an image with empty label lists (an unlabelled row of a CSV) counts as unlabelled
     out: dict = {"samples": len(metas), "labelled": len(labelled), "heads": {}}
     for head in heads:
         depth: Counter = Counter()
@@ -75,11 +76,14 @@ def summarize_split(folder: Path) -> dict:
             true = m.get("true_labels", {}).get(head, [])
             for p in paths:
                 row["labels"] += 1
-                depth[depth_of(p)] += 1
+                depth[label_depth(p)] += 1
                 row["stop_early"] += _stops_early(p, true)
-                valid = is_valid_path(p) and head_of(p) == head
-                row["invalid"] += not valid
-                row["non_leaf"] += valid and has_children(p)
+                if head in HEADS:  # CATAMI heads are checked against the scheme; others cannot be
+                    valid = is_valid_path(p) and head_of(p) == head
+                    row["invalid"] += not valid
+                    row["non_leaf"] += valid and has_children(p)
+                else:
+                    row["invalid"] = row["non_leaf"] = None
         out["heads"][head] = {**row, "depth": dict(sorted(depth.items()))}
     return out
 
@@ -108,10 +112,12 @@ def format_summary(summary: dict) -> str:
     lines += ["", head_cols + "".join(f"{'d' + str(d):>6}" for d in depths)]
     for name, s in summary["splits"].items():
         for head, h in s["heads"].items():
-            row = f"{name:<12}{head:<11}{h['annotated']:>7}{h['unannotated']:>9}{h['stop_early']:>7}{h['non_leaf']:>9}{h['invalid']:>9}"
+            nonleaf, invalid = (("-" if v is None else v) for v in (h["non_leaf"], h["invalid"]))
+            row = f"{name:<12}{head:<11}{h['annotated']:>7}{h['unannotated']:>9}{h['stop_early']:>7}{nonleaf:>9}{invalid:>9}"
             lines.append(row + "".join(f"{h['depth'].get(d, 0):>6}" for d in depths))
     lines.append(
-        "(dN = labels N levels below the head root; early = shallower than the true label)"
+        "(dN = labels N levels below the head root; early = shallower than the true label; "
+        "nonleaf/invalid against the CATAMI scheme, '-' for heads of other schemes)"
     )
     return "\n".join(lines)
 
