@@ -59,7 +59,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# The quick benchmarks (minutes). The long ones have their own commands: see README "Benchmarks".
+# The quick benchmarks (minutes). The long ones have their own commands: see bench/README.md.
 bench: $(STAMP) $(SAMPLE)/manifest.json
 	$(BIN)/python bench/constraint.py --out bench/results/constraint.md
 	$(BIN)/python bench/shards.py --shards $(SAMPLE)/unlabelled --out bench/results/shards.md

@@ -6,7 +6,7 @@ test split a linear probe (sklearn LogisticRegression on standardised features) 
 lightly's `knn_predict`) for the substrate and biota heads at fixed depths. The same architecture with random
 init is the baseline; the majority class is shown too. Prints a table and writes bench/results/ssl_sample.md.
 
-    python bench/ssl_sample.py [--minutes 3 --methods byol,mocov2,mocov3,dino --sample shards/sample]
+    python bench/ssl_sample.py [--minutes 3 --methods byol,simclr --sample shards/sample]
     python bench/ssl_sample.py --minutes 0.2 --max-steps 3 --methods byol   # smoke run
 """
 
@@ -39,6 +39,7 @@ from ssl_benthic.train import pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE_C = (0.001, 0.01, 0.1, 1.0)
+METHODS = "byol,mocov2,mocov3,dino,barlowtwins,simclr,simsiam"
 
 
 class StopAfter(pl.Callback):
@@ -136,6 +137,12 @@ def train_method(method: str, args: argparse.Namespace) -> tuple[PretrainConfig,
     return cfg, export, step, minutes
 
 
+def sample_recipes() -> list[str]:
+    """Methods with a sample recipe, configs/pretrain/<method>_sample.yaml."""
+    folder = ROOT / "configs" / "pretrain"
+    return sorted(f.name.removesuffix("_sample.yaml") for f in folder.glob("*_sample.yaml"))
+
+
 def heads(spec: str) -> list[tuple[str, int]]:
     return [(h.split(":")[0], int(h.split(":")[1])) for h in spec.split(",")]
 
@@ -143,7 +150,9 @@ def heads(spec: str) -> list[tuple[str, int]]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sample", type=Path, default=ROOT / "shards" / "sample")
-    p.add_argument("--methods", default="byol,mocov2,mocov3,dino")
+    p.add_argument(
+        "--methods", default=METHODS, help="comma-separated, each with a <method>_sample.yaml"
+    )
     p.add_argument("--minutes", type=float, default=3.0, help="training budget per method")
     p.add_argument("--max-steps", type=int, default=None, help="override the configs' max_steps")
     p.add_argument("--heads", default="substrate:3,biota:2", help="head:depth pairs to probe")
@@ -156,6 +165,13 @@ def main(argv: list[str] | None = None) -> int:
         "--reuse", action="store_true", help="probe existing checkpoints under --out, no training"
     )
     args = p.parse_args(argv)
+    known = sample_recipes()
+    unknown = [m for m in args.methods.split(",") if m not in known]
+    if unknown:
+        p.error(
+            f"--methods: no configs/pretrain/<method>_sample.yaml for {', '.join(unknown)}; "
+            f"known: {', '.join(known)}"
+        )
     if not (args.sample / "unlabelled").is_dir():
         make_sample(args.sample)
     rows = []

@@ -18,6 +18,9 @@ TINY_PARAMS: dict[str, dict[str, Any]] = {
     "mocov2": dict(proj_hidden_dim=32, proj_dim=16, memory_bank_size=32),
     "mocov3": dict(proj_hidden_dim=32, proj_dim=16, pred_hidden_dim=32),
     "dino": dict(hidden_dim=32, bottleneck_dim=16, output_dim=64, warmup_teacher_temp_epochs=0),
+    "barlowtwins": dict(proj_hidden_dim=32, proj_dim=32),
+    "simclr": dict(proj_hidden_dim=32, proj_dim=16),
+    "simsiam": dict(proj_hidden_dim=32, proj_dim=16, pred_hidden_dim=8),
 }
 SUBSTRATES = [
     "[SUBSTRATE] > Substrate > Unconsolidated (soft) > Sand / mud (<2mm)",

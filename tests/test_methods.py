@@ -10,17 +10,21 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from lightly.models.utils import update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from PIL import Image
 from ssl_fixtures import TINY_PARAMS, make_shards, tiny_config
+from torch import nn
 
 from ssl_benthic.config import ConfigError, load_config
 from ssl_benthic.methods import get_method, method_names
 from ssl_benthic.pretrain_config import PretrainConfig
 from ssl_benthic.train import pretrain
 
-METHODS = ["byol", "mocov2", "mocov3", "dino"]
+METHODS = ["byol", "mocov2", "mocov3", "dino", "barlowtwins", "simclr", "simsiam"]
+TEACHER_FREE = {"barlowtwins", "simclr", "simsiam"}
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +37,7 @@ def _losses(run: Path) -> list[float]:
     return [float(r["train_loss"]) for r in rows if r.get("train_loss")]
 
 
-def test_registry_lists_the_four_methods() -> None:
+def test_registry_lists_the_methods() -> None:
     assert set(METHODS) <= set(method_names())
     with pytest.raises(ValueError, match=r"unknown method 'byl'.*did you mean 'byol'"):
         get_method("byl")
@@ -48,6 +52,8 @@ def test_method_trains_a_few_steps(name: str, shards: Path, tmp_path: Path) -> N
     assert all(math.isfinite(x) for x in losses)
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
     assert (tmp_path / "run" / "config.yaml").is_file()
+    rows = list(csv.DictReader(next((tmp_path / "run").rglob("metrics.csv")).open()))
+    assert any(r.get("momentum") for r in rows) == (name not in TEACHER_FREE)
 
 
 def test_dino_with_a_vit_and_local_crops(shards: Path, tmp_path: Path) -> None:
@@ -172,3 +178,67 @@ def test_overrides_reach_the_recipe(tmp_path: Path) -> None:
     )
     assert (loaded.trainer.max_steps, loaded.trainer.max_epochs) == (7, 3)
     assert (loaded.data.shards, loaded.output_dir) == ("/x/y", "/o")
+
+
+@pytest.mark.parametrize(
+    "recipe", sorted((REPO / "configs" / "pretrain").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_recipe_loads_and_makes_its_views(recipe: Path) -> None:
+    cfg = load_config(PretrainConfig, recipe)  # validates method, params and backbone names
+    views = get_method(cfg.method.name).build_transform(cfg.transform)(Image.new("RGB", (80, 80)))
+    size = cfg.transform.input_size
+    assert len(views) >= 2 and all(v.shape == (3, size, size) for v in views[:2])
+
+
+def test_barlowtwins_projector_takes_a_solo_learn_projector() -> None:
+    """solo-learn's `projector.{0,1,3,4,6}` are our `projection_head.layers.{0,1,3,4,6}`; its Linear layers
+    0 and 3 have biases that ours (Linear before BN) lack: they fold into the BN's running mean."""
+    torch.manual_seed(0)
+    model = get_method("barlowtwins")(tiny_config("barlowtwins", Path("x"), Path("x")))
+    d, h, o = model.dim, 32, 32
+    solo = nn.Sequential(
+        nn.Linear(d, h), nn.BatchNorm1d(h), nn.ReLU(),
+        nn.Linear(h, h), nn.BatchNorm1d(h), nn.ReLU(),
+        nn.Linear(h, o),
+    )  # fmt: skip
+    for i in (1, 4):  # trained-looking BN statistics and affine parameters
+        bn = solo[i]
+        bn.running_mean.normal_(), bn.running_var.uniform_(0.5, 2), bn.weight.data.normal_()
+        bn.bias.data.normal_()
+    state = {f"projector.{k}": v for k, v in solo.state_dict().items()}
+
+    mapped = {}
+    for key, value in state.items():
+        index, field = key.removeprefix("projector.").split(".", 1)
+        if index in ("0", "3") and field == "bias":
+            continue
+        if field == "running_mean" and index in ("1", "4"):
+            value = value - state[f"projector.{int(index) - 1}.bias"]
+        mapped[f"layers.{index}.{field}"] = value
+    model.projection_head.load_state_dict(mapped, strict=True)
+
+    x = torch.randn(16, d)
+    for train in (False, True):
+        solo.train(train), model.projection_head.train(train)
+        torch.testing.assert_close(model.projection_head(x), solo(x), rtol=1e-4, atol=1e-4)
+
+
+class RecordingNegCos(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[bool, bool]] = []
+
+    def forward(self, p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        self.calls.append((p.requires_grad, z.requires_grad))
+        return -F.cosine_similarity(p, z).mean()
+
+
+def test_simsiam_predicts_a_stop_gradient_target() -> None:
+    model = get_method("simsiam")(tiny_config("simsiam", Path("x"), Path("x")))
+    model.criterion = RecordingNegCos()
+    loss = model.compute_loss(_fixed_views("simsiam", n=4))
+    assert model.criterion.calls == [
+        (True, False),
+        (True, False),
+    ]  # both directions, target detached
+    assert -1.0 <= loss.item() <= 1.0

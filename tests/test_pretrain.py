@@ -1,4 +1,4 @@
-"""Training engine: exact resume (BYOL, MoCo v2 with its queue) and DDP with 2 CPU processes."""
+"""Training engine: exact resume (BYOL, MoCo v2 with its queue, teacher-free methods), DDP on 2 CPUs."""
 
 from __future__ import annotations
 
@@ -53,7 +53,10 @@ def _differing(a: dict, b: dict) -> list[str]:
     return [k for k in a if not torch.equal(a[k], b[k])]
 
 
-@pytest.mark.parametrize(("name", "k"), [("byol", 1), ("byol", 2), ("mocov2", 1)])
+@pytest.mark.parametrize(
+    ("name", "k"),
+    [("byol", 1), ("byol", 2), ("mocov2", 1), ("barlowtwins", 1), ("simclr", 1), ("simsiam", 2)],
+)
 def test_resume_equals_an_uninterrupted_run(
     name: str, k: int, shards: Path, tmp_path: Path
 ) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -94,7 +93,6 @@ class SSLMethod(pl.LightningModule):
         self.backbone = self.make_backbone()
         self.dim = feature_dim(self.backbone)
         self.build()
-        self._tick: float | None = None
         self.last_momentum: float | None = None
 
     # ----- what a method provides -------------------------------------------------------------
@@ -163,8 +161,12 @@ class SSLMethod(pl.LightningModule):
 
     @torch.no_grad()
     def update_teachers(self) -> None:
+        """The momentum update of every (student, teacher) pair; nothing for teacher-free methods."""
+        pairs = self.teacher_pairs()
+        if not pairs:
+            return
         m = self.momentum()
-        for student, teacher in self.teacher_pairs():
+        for student, teacher in pairs:
             lightly_update_momentum(student, teacher, m=m)
         self.last_momentum = m
 
@@ -178,13 +180,9 @@ class SSLMethod(pl.LightningModule):
         return loss
 
     def _log_step(self, loss: Tensor, batch_size: int) -> None:
-        now = time.perf_counter()
         metrics = {"train_loss": loss.detach(), "lr": self.optimizers().param_groups[0]["lr"]}
         if self.last_momentum is not None:
             metrics["momentum"] = self.last_momentum
-        if self._tick is not None:
-            metrics["images_per_s"] = batch_size * self.trainer.world_size / (now - self._tick)
-        self._tick = now
         self.log_dict(metrics, prog_bar=True, on_step=True, batch_size=batch_size)
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
