@@ -65,6 +65,7 @@ bench: $(STAMP) $(SAMPLE)/manifest.json
 	$(BIN)/python bench/shards.py --shards $(SAMPLE)/unlabelled --out bench/results/shards.md
 	$(BIN)/python bench/linear_probe_cache.py
 	$(BIN)/python bench/ssl_throughput.py
+	$(BIN)/python bench/sharding.py --images 1000 --repeat 3 --out bench/results/sharding.md
 
 clean-demo:
 	rm -rf $(DEMO)

@@ -182,6 +182,19 @@ def _add_make_shards(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--seed", type=int, default=0, help="seed of the deterministic shuffle and of --split"
     )
+    p.add_argument(
+        "--workers",
+        type=bounded(int, lambda v: v >= 1, ">= 1"),
+        default=1,
+        help="processes that decode, resize and encode images (the shards are byte-identical "
+        "whatever the number; about one per core)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the finished shards that an interrupted run of the same command left in "
+        ".OUT.partial-PID beside --out (each re-checked by sha256); write the rest",
+    )
     p.set_defaults(handler="ssl_benthic.data.sources:cli_make_shards")
 
 

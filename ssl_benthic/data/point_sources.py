@@ -8,8 +8,10 @@ point whose image is missing or does not decode is skipped and listed, as the CS
 
 Keys are `{NNNNNNNN}_{stem}_r{row}_c{col}` (`{NNNNNNNN}_{stem}` for a whole frame), NNNNNNNN the
 point's place in the sorted order (image, then top to bottom, left to right). Images are shuffled by
-the seed and cut in blocks of `BLOCK_IMAGES`, each image decoded once; a block's samples are shuffled
-before they are written, so shards mix images without decoding one photograph per point.
+the seed and cut in blocks of `BLOCK_IMAGES`, each image decoded once (in `workers` processes); a
+block's points are shuffled before they are written, so shards mix images without decoding one
+photograph per point. The order is fixed before any image is decoded (a point whose image then
+fails to decode is left out of it), which is what lets `--resume` match finished shards.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
+from itertools import islice
 from pathlib import Path
 
 from ssl_benthic.data.csv_rows import DEFAULT_ENCODING
 from ssl_benthic.data.images import describe_error, encode_image
 from ssl_benthic.data.label_map import LabelMap, read_label_map
+from ssl_benthic.data.parallel import ordered_map
 from ssl_benthic.data.patches import (
     PATCH_FORMATS,
     cut_patch,
@@ -40,15 +45,18 @@ from ssl_benthic.data.points import (
     read_coralnet,
     read_squidle,
 )
+from ssl_benthic.data.progress import Plan, Skipped
 from ssl_benthic.data.shards import ShardSample, check_key
 from ssl_benthic.data.sources import (
     Item,
-    Stream,
+    Planner,
     Tally,
     WriteOptions,
-    first_skips,
     inside_root,
+    item_identity,
+    no_image_read,
     refuse_strict,
+    replay,
     stem_key,
     unusable,
     write_items,
@@ -151,50 +159,110 @@ def _sample(item: Item, pixels: object, spec: PatchSpec) -> ShardSample:
     return ShardSample(key, encode_patch(patch, spec.patch_format), spec.patch_format, meta)
 
 
-def _image_samples(path: Path, items: list[Item], spec: PatchSpec, tally: Tally) -> list:
-    """The samples of one image, decoded once; what fails to read is skipped into `tally`."""
+def _image_results(spec: PatchSpec, unit: tuple[Path, list[Item]]) -> list[ShardSample | str]:
+    """The samples of one image's items, decoded once, or why each cannot be read; runs in a worker."""
+    path, items = unit
     pixels, error = None, None
     if any("row" in item.meta for item in items):
         try:
             pixels = read_upright(path)
         except Exception as exc:  # any decoder failure is about this one file
             error = f"cannot read image: {describe_error(exc)}"
-    samples = []
+    results: list[ShardSample | str] = []
     for item in items:
         if error is not None and "row" in item.meta:
-            tally.skip(item.row, item.file, error)
+            results.append(error)
             continue
         try:
-            samples.append(_sample(item, pixels, spec))
+            results.append(_sample(item, pixels, spec))
         except Exception as exc:  # a whole frame that does not encode
-            tally.skip(item.row, item.file, f"cannot read image: {describe_error(exc)}")
-    return samples
+            results.append(f"cannot read image: {describe_error(exc)}")
+    return results
 
 
-def _patch_stream(spec: PatchSpec, seed: int) -> Stream:
-    """Images shuffled by `seed`, cut in blocks of BLOCK_IMAGES, each block's samples shuffled."""
+def _by_image(items: list[Item]) -> dict[Path, list[Item]]:
+    """Items grouped by their image, images in order of first appearance."""
+    out: dict[Path, list[Item]] = {}
+    for item in items:
+        out.setdefault(item.path, []).append(item)
+    return out
 
-    def stream(items: list[Item], tally: Tally) -> Iterator[ShardSample]:
-        by_image: dict[Path, list[Item]] = {}
-        for item in items:
-            by_image.setdefault(item.path, []).append(item)
-        rng = random.Random(seed)
-        paths = list(by_image)
-        rng.shuffle(paths)
-        for start in range(0, len(paths), BLOCK_IMAGES):
-            block = [
-                sample
-                for path in paths[start : start + BLOCK_IMAGES]
-                for sample in _image_samples(path, by_image[path], spec, tally)
-            ]
-            rng.shuffle(block)
-            for sample in block:
-                tally.written.append(sample.meta)
-                yield sample
-        if not tally.written:
-            raise DataError(f"no image could be read, nothing written: {first_skips(tally)}")
 
-    return stream
+def _blocks(items: list[Item], seed: int) -> list[list[Item]]:
+    """Images shuffled by `seed`, in blocks of BLOCK_IMAGES; each block's items shuffled."""
+    by_image = _by_image(items)
+    rng = random.Random(seed)
+    paths = list(by_image)
+    rng.shuffle(paths)
+    blocks = []
+    for start in range(0, len(paths), BLOCK_IMAGES):
+        block = [item for path in paths[start : start + BLOCK_IMAGES] for item in by_image[path]]
+        rng.shuffle(block)
+        blocks.append(block)
+    return blocks
+
+
+def _item_key(item: Item) -> str:
+    return point_key(item.index, item.file, item.meta.get("row"), item.meta.get("column"))
+
+
+def _needed(blocks: list[list[Item]], start: int) -> list[tuple[list[Item], list]]:
+    """For each block that reaches past place `start`: its items from there on, and those items
+    grouped by image (the units to decode)."""
+    needed, offset = [], 0
+    for block in blocks:
+        if offset + len(block) > start:
+            rest = block[max(0, start - offset) :]
+            needed.append((rest, list(_by_image(rest).items())))
+        offset += len(block)
+    return needed
+
+
+def _block_events(
+    blocks: list[list[Item]], start: int, spec: PatchSpec, workers: int, tally: Tally
+) -> Iterator[ShardSample | Skipped]:
+    """The events of places start.. of the blocks: each image needed decoded once (in `workers`
+    processes, in order), a block's events in its shuffled order."""
+    needed = _needed(blocks, start)
+    units = (unit for _, images in needed for unit in images)
+    results = ordered_map(partial(_image_results, spec), units, workers, chunksize=1)
+    try:
+        for block, images in needed:
+            done = {}
+            for (_, items), result in zip(images, islice(results, len(images)), strict=True):
+                done.update(zip((item.index for item in items), result, strict=True))
+            for item in block:
+                yield _event(item, done[item.index], tally)
+    finally:
+        results.close()
+    no_image_read(tally)
+
+
+def _event(item: Item, result: ShardSample | str, tally: Tally) -> ShardSample | Skipped:
+    """An item's sample (noted as written), or its skip (noted as skipped)."""
+    if isinstance(result, str):
+        tally.skip(item.row, item.file, result)
+        return Skipped(_item_key(item), item.row, item.file, result)
+    tally.written.append(result.meta)
+    return result
+
+
+def _patch_planner(spec: PatchSpec, opts: WriteOptions) -> Planner:
+    """Images shuffled by the seed, cut in blocks of BLOCK_IMAGES, each block's samples shuffled."""
+
+    def plan(items: list[Item], tally: Tally, settings: dict) -> Plan:
+        blocks = _blocks(items, opts.seed)
+        order = [item for block in blocks for item in block]
+        keys = [_item_key(item) for item in order]
+        identity = item_identity()
+
+        def stream(start: int, skipped: list[Skipped]) -> Iterator[ShardSample | Skipped]:
+            replay(zip(keys[:start], order[:start], strict=True), skipped, tally)
+            return _block_events(blocks, start, spec, opts.workers, tally)
+
+        return Plan(len(order), lambda i: identity(keys[i], order[i]), settings, stream)
+
+    return plan
 
 
 def _write_points(
@@ -226,7 +294,7 @@ def _write_points(
         "resize": spec.resize,
         "seed": opts.seed,
     }
-    return write_items(items, out_dir, source, heads, tally, opts, _patch_stream(spec, opts.seed))
+    return write_items(items, out_dir, source, heads, tally, opts, _patch_planner(spec, opts))
 
 
 def _spec(patch: int, patch_format: str, opts: WriteOptions) -> PatchSpec:

@@ -4,14 +4,15 @@ A shard holds samples as `KEY.EXT` (image bytes) + `KEY.json` (metadata, sort_ke
 byte-identical for the same input: every tar header is fixed (mtime 0, uid/gid 0, empty user and
 group names, mode 0o644, GNU format), and the manifest carries no timestamps. A shard folder is
 built beside its destination and moved into place only when complete (`atomic.atomic_folder`).
-Making shards from a CSV or a folder tree lives in `sources`; image decoding in `images`.
+`write_planned` writes a source's `progress.Plan` and records each finished shard, so that an
+interrupted build can be resumed. Making shards from a CSV or a folder tree lives in `sources`;
+image decoding in `images`; `verify_shards` may check shards in worker processes (`parallel`).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import random
 import re
@@ -19,11 +20,13 @@ import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from ssl_benthic.data.atomic import atomic_folder
+from ssl_benthic.data.atomic import atomic_folder, previous
 from ssl_benthic.data.images import open_full
 from ssl_benthic.data.manifest import MANIFEST, MANIFEST_FORMAT, load_manifest, manifest_folders
+from ssl_benthic.data.parallel import ordered_map
+from ssl_benthic.data.progress import Plan, Progress, Skipped, reused_skips
 from ssl_benthic.errors import DataError
 
 __all__ = [
@@ -35,10 +38,12 @@ __all__ = [
     "decode_check",
     "sha256_file",
     "verify_shards",
+    "write_planned",
     "write_shards",
 ]
 IMAGE_EXTS = ("jpg", "png", "webp")
 _SAFE = re.compile(r"[A-Za-z0-9_-]{1,200}")
+_ERRORS = "surrogateescape"  # tarfile's default for member names
 
 
 @dataclass(frozen=True)
@@ -113,53 +118,67 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 class _ShardWriter:
-    """Writes numbered tar shards, closing one when the next sample would break a bound."""
+    """Writes numbered tar shards, closing one when the next sample would break a bound.
+
+    The tar stream is written here as `tarfile` writes it in GNU format (each member: its header,
+    `TarInfo.tobuf`, then its data padded to 512 bytes; at the end two zero blocks, padded to a
+    whole record), hashing as it goes, without `tarfile`'s per-member bookkeeping."""
 
     def __init__(self, out_dir: Path, name: str, max_per_shard: int, max_bytes: int) -> None:
         self.out_dir, self.name = out_dir, name
         self.max_per_shard, self.max_bytes = max_per_shard, max_bytes
         self.shards: list[dict[str, Any]] = []
-        self.tar: tarfile.TarFile | None = None
-        self.count = self.est_bytes = 0
+        self.file: BinaryIO | None = None
+        self.count = self.est_bytes = self.offset = 0
 
     def add(self, members: list[tuple[str, bytes]]) -> None:
         size = sum(_padded(len(data)) for _, data in members)
         end = self.est_bytes + size + 2 * 512  # two zero blocks end the archive
         total = -(-end // tarfile.RECORDSIZE) * tarfile.RECORDSIZE  # padded to whole records
         full = self.count >= self.max_per_shard or total > self.max_bytes
-        if self.tar is not None and full:
+        if self.file is not None and full:
             self.close()
-        if self.tar is None:
+        if self.file is None:
             self._open()
         for member, data in members:
-            self.tar.addfile(_tarinfo(member, len(data)), io.BytesIO(data))
+            self._write(_tarinfo(member, len(data)).tobuf(tarfile.GNU_FORMAT, "utf-8", _ERRORS))
+            self._write(data)
+            self._write(tarfile.NUL * (-len(data) % tarfile.BLOCKSIZE))
         self.count += 1
         self.est_bytes += size
 
+    def _write(self, data: bytes) -> None:
+        self.file.write(data)
+        self.hash.update(data)
+        self.offset += len(data)
+
     def _open(self) -> None:
         self.path = self.out_dir / f"{self.name}-{len(self.shards):06d}.tar"
-        self.tar = tarfile.open(self.path, "w", format=tarfile.GNU_FORMAT)  # noqa: SIM115 (closed in close or abort)
-        self.count = self.est_bytes = 0
+        self.file = open(self.path, "wb")  # noqa: SIM115 (closed in close or abort)
+        self.hash = hashlib.sha256()
+        self.count = self.est_bytes = self.offset = 0
 
     def abort(self) -> None:
         """Close the shard being written after an error (its folder is deleted by the caller)."""
-        if self.tar is not None:
-            self.tar.close()
-            self.tar = None
+        if self.file is not None:
+            self.file.close()
+            self.file = None
 
     def close(self) -> None:
-        if self.tar is None:
+        if self.file is None:
             return
-        self.tar.close()
+        self._write(tarfile.NUL * (2 * tarfile.BLOCKSIZE))
+        self._write(tarfile.NUL * (-self.offset % tarfile.RECORDSIZE))
+        self.file.close()
+        self.file = None
         self.shards.append(
             {
                 "file": self.path.name,
                 "num_samples": self.count,
-                "bytes": self.path.stat().st_size,
-                "sha256": sha256_file(self.path),
+                "bytes": self.offset,
+                "sha256": self.hash.hexdigest(),
             }
         )
-        self.tar = None
 
 
 def _write_all(samples: Iterable[ShardSample], writer: _ShardWriter) -> int:
@@ -180,6 +199,39 @@ def _write_all(samples: Iterable[ShardSample], writer: _ShardWriter) -> int:
 
 def _resolve(value: dict | Callable[[], dict] | None) -> dict | None:
     return value() if callable(value) else value
+
+
+def _check_bounds(name: str, max_per_shard: int, max_shard_bytes: int) -> None:
+    check_key(name, "shard name")
+    if max_per_shard < 1 or max_shard_bytes < 1:
+        raise ValueError("max_per_shard and max_shard_bytes must be positive")
+
+
+def _write_manifest(
+    tmp: Path,
+    out_dir: str | Path,
+    writer: _ShardWriter,
+    count: int,
+    label_schema: dict | Callable[[], dict] | None,
+    source: dict | Callable[[], dict] | None,
+    seed: int | None,
+) -> dict:
+    """Write `tmp/manifest.json` for the shards `writer` closed; the manifest."""
+    if not count:
+        raise DataError(f"no samples to write to {out_dir}")
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "name": writer.name,
+        "num_samples": count,
+        "shards": writer.shards,
+        "label_schema": _resolve(label_schema),
+        "source": _resolve(source),
+        "seed": seed,
+        "created_by": f"ssl-benthic {_version()}",
+    }
+    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    (tmp / MANIFEST).write_text(text, encoding="utf-8")
+    return manifest
 
 
 def write_shards(
@@ -204,30 +256,97 @@ def write_shards(
     safe (see `check_key`); the same input gives byte-identical files. `label_schema` and `source`
     may be callables: they are called after the last sample is drawn (e.g. to list skipped inputs).
     """
-    check_key(name, "shard name")
-    if max_per_shard < 1 or max_shard_bytes < 1:
-        raise ValueError("max_per_shard and max_shard_bytes must be positive")
+    _check_bounds(name, max_per_shard, max_shard_bytes)
     with atomic_folder(out_dir, overwrite=overwrite) as tmp:
         if seed is not None:
             samples = list(samples)
             random.Random(seed).shuffle(samples)
         writer = _ShardWriter(tmp, name, max_per_shard, max_shard_bytes)
         count = _write_all(samples, writer)
-        if not count:
-            raise DataError(f"no samples to write to {out_dir}")
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "name": name,
-            "num_samples": count,
-            "shards": writer.shards,
-            "label_schema": _resolve(label_schema),
-            "source": _resolve(source),
-            "seed": seed,
-            "created_by": f"ssl-benthic {_version()}",
-        }
-        text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-        (tmp / MANIFEST).write_text(text, encoding="utf-8")
-    return manifest
+        return _write_manifest(tmp, out_dir, writer, count, label_schema, source, seed)
+
+
+class _Recorder:
+    """Follows a plan's events into the writer and records each shard it closes in `progress`."""
+
+    def __init__(self, writer: _ShardWriter, progress: Progress, start: int) -> None:
+        self.writer, self.progress = writer, progress
+        self.pos = self.start = start  # the next place of the plan; where the open shard began
+        self.last = -1  # the place of the last sample written
+        self.skips: list[tuple[int, Skipped]] = []
+        self.keys: set[str] = set()
+
+    def feed(self, event: ShardSample | Skipped) -> None:
+        """Write a sample (recording the shard it closes) or note a skip; one place of the plan."""
+        if isinstance(event, Skipped):
+            self.skips.append((self.pos, event))
+        else:
+            if event.key in self.keys:
+                raise ValueError(f"duplicate sample key {event.key!r}")
+            self.keys.add(event.key)
+            closed = len(self.writer.shards)
+            self.writer.add(_sample_members(event))
+            if len(self.writer.shards) > closed:
+                self._record()
+            self.last = self.pos
+        self.pos += 1
+
+    def _record(self) -> None:
+        """Record the shard just closed: places from `start` through the last sample before now."""
+        end = self.last + 1
+        mine = [s for p, s in self.skips if p < end]
+        self.skips = [(p, s) for p, s in self.skips if p >= end]
+        self.progress.add(self.writer.shards[-1], self.start, end, mine)
+        self.start = end
+
+    def close(self) -> None:
+        closed = len(self.writer.shards)
+        self.writer.close()
+        if len(self.writer.shards) > closed:
+            self._record()
+
+
+def write_planned(
+    plan: Plan,
+    out_dir: str | Path,
+    *,
+    name: str = "shard",
+    max_per_shard: int = 10000,
+    max_shard_bytes: int = 256 * 2**20,
+    label_schema: dict | Callable[[], dict] | None = None,
+    source: dict | Callable[[], dict] | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """`write_shards` of a source's `plan` (see `progress`), recording every finished shard in the
+    build folder's progress file; in a build that adopted an interrupted one (`atomic.resumable`),
+    its finished shards are reused while they match, and the plan is streamed from the first place
+    after them. The files are byte-identical to an uninterrupted build's."""
+    _check_bounds(name, max_per_shard, max_shard_bytes)
+    settings = {**plan.settings, "shards": [name, max_per_shard, max_shard_bytes]}
+    with atomic_folder(out_dir, overwrite=overwrite) as tmp:
+        progress = Progress(tmp, settings, plan)
+        reused = progress.reuse(previous(tmp), name)
+        writer = _ShardWriter(tmp, name, max_per_shard, max_shard_bytes)
+        writer.shards = [
+            {k: r[k] for k in ("file", "num_samples", "bytes", "sha256")} for r in reused
+        ]
+        start = reused[-1]["end"] if reused else 0
+        if reused:
+            samples = sum(r["num_samples"] for r in reused)
+            where = Path(out_dir).name
+            print(
+                f"--resume: reusing {len(reused)} finished shards ({samples} samples) for {where}"
+            )
+        recorder = _Recorder(writer, progress, start)
+        try:
+            for event in plan.stream(start, reused_skips(reused)):
+                recorder.feed(event)
+        except BaseException:
+            writer.abort()
+            raise
+        recorder.close()
+        count = sum(r["num_samples"] for r in reused) + len(recorder.keys)
+        return _write_manifest(tmp, out_dir, writer, count, label_schema, source, None)
 
 
 # --- verifying --------------------------------------------------------------------------------
@@ -304,15 +423,30 @@ def _verify_shard(path: Path, entry: dict, report: VerifyReport, split: str) -> 
     return count
 
 
-def _verify_folder(folder: Path, report: VerifyReport, split: str) -> None:
-    """Check one shard folder against its manifest, including tars the manifest does not list."""
+def _shard_report(job: tuple[Path, dict, str]) -> tuple[int, VerifyReport]:
+    """(sample count, report) of one listed shard checked on its own; runs in a worker."""
+    path, entry, split = job
+    part = VerifyReport()
+    return _verify_shard(path, entry, part, split), part
+
+
+def _verify_folder(folder: Path, report: VerifyReport, split: str, workers: int = 1) -> None:
+    """Check one shard folder against its manifest, including tars the manifest does not list;
+    its shards in `workers` processes, their findings merged in shard order."""
     report.folders.append(str(folder))
     try:
         manifest = load_manifest(folder)
     except (OSError, ValueError) as exc:
         report.faults.append(f"{folder}: {exc}")
         return
-    total = sum(_verify_shard(folder / e["file"], e, report, split) for e in manifest["shards"])
+    jobs = [(folder / entry["file"], entry, split) for entry in manifest["shards"]]
+    total = 0
+    for count, part in ordered_map(_shard_report, jobs, workers, chunksize=1):
+        total += count
+        report.num_shards += part.num_shards
+        report.faults += part.faults
+        for digest, places in part.images.items():
+            report.images.setdefault(digest, []).extend(places)
     if total != manifest["num_samples"]:
         report.faults.append(f"{folder}: {total} samples, manifest says {manifest['num_samples']}")
     report.num_samples += total
@@ -349,16 +483,17 @@ def _split_name(folder: Path, root: Path) -> str:
     return folder.name if rel == "." else rel
 
 
-def verify_shards(path: str | Path) -> VerifyReport:
+def verify_shards(path: str | Path, workers: int = 1) -> VerifyReport:
     """Check every shard under `path` (a manifest folder, or a folder of them): size and sha256
     against the manifest, every image decodes, every image has its JSON, counts match; across the
-    folders of a split set, warn about the same image bytes in two splits."""
+    folders of a split set, warn about the same image bytes in two splits. `workers` processes
+    check the shards (the report is the same whatever the number)."""
     report = VerifyReport()
     folders = manifest_folders(path)
     if not folders:
         report.faults.append(f"{path}: no {MANIFEST} here or in any sub-folder")
     for folder in folders:
-        _verify_folder(folder, report, _split_name(folder, Path(path)))
+        _verify_folder(folder, report, _split_name(folder, Path(path)), workers)
     _warn_shared_images(report)
     report.images.clear()
     return report
@@ -369,8 +504,8 @@ def verify_shards(path: str | Path) -> VerifyReport:
 
 def cli_verify_shards(args: argparse.Namespace) -> int:
     """`ssl-benthic verify-shards DIR`: print a report; exit status 1 on any fault (warnings, such
-    as an image in two splits, leave it 0)."""
-    report = verify_shards(args.dir)
+    as an image in two splits, leave it 0). `args.workers` (when set) processes check shards."""
+    report = verify_shards(args.dir, getattr(args, "workers", 1))
     for folder in report.folders:
         print(f"checked {folder}")
     print(f"{report.num_shards} shards, {report.num_samples} samples, {len(report.faults)} faults")

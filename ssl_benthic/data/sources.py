@@ -8,6 +8,11 @@ listed in the manifest's `source.skipped` as {row, file, reason} and printed at 
 tree's hidden and non-image files are counted by kind in `source.ignored`. Every sample's metadata
 names its source image as `image` (relative to the images root). With `split`, the samples go to
 `OUT/{train,val,test}/` by whole groups (`splits`).
+
+Each source turns its items into a `progress.Plan` (the samples in write order, fixed before any
+image is decoded) that `shards.write_planned` writes: images are encoded in `workers` processes
+(`parallel`), in order, so the files do not depend on the number; finished shards are recorded as
+they close, and an interrupted run's are reused by `resume` (`progress`, `atomic`).
 """
 
 from __future__ import annotations
@@ -20,13 +25,19 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
+from ssl_benthic.data.atomic import resumable
 from ssl_benthic.data.csv_rows import DEFAULT_ENCODING, read_csv
 from ssl_benthic.data.images import CONVERTIBLE_SUFFIXES, SUFFIX_EXT, describe_error, encode_image
-from ssl_benthic.data.shards import ShardSample, check_key, cli_verify_shards, write_shards
+from ssl_benthic.data.parallel import ordered_map
+from ssl_benthic.data.progress import Plan, Skipped, file_identity, versions
+from ssl_benthic.data.shards import ShardSample, check_key, cli_verify_shards, write_planned
 from ssl_benthic.data.splits import parse_split, plan_splits, write_split_folders
 from ssl_benthic.errors import DataError, UserError
+
+FILE_CHUNK = 8  # images per task sent to a worker
 
 
 @dataclass
@@ -175,24 +186,54 @@ def _label_schema(metas: Iterable[dict], heads: Iterable[str]) -> dict:
     return {"heads": {h: sorted(v) for h, v in sorted(seen.items())}}
 
 
-def _samples(items: list[Item], resize: int, tally: Tally) -> Iterator[ShardSample]:
-    """Encode each item; one that does not decode is skipped into `tally`, the rest recorded."""
-    for item in items:
-        try:
-            data, ext = encode_image(item.path, resize)
-        except Exception as exc:  # any decoder failure is about this one file
-            tally.skip(item.row, item.file, f"cannot read image: {describe_error(exc)}")
-            continue
-        tally.written.append(item.meta)
-        yield ShardSample(stem_key(item.index, item.path), data, ext, item.meta)
+def _encode_file(resize: int, path: Path) -> tuple[bytes, str] | str:
+    """(bytes, ext) of one image for a shard, or why it cannot be read; runs in a worker."""
+    try:
+        return encode_image(path, resize)
+    except Exception as exc:  # any decoder failure is about this one file
+        return f"cannot read image: {describe_error(exc)}"
+
+
+def replay(done: Iterable[tuple[str, Item]], skipped: list[Skipped], tally: Tally) -> None:
+    """Note the places that a resumed build reuses in `tally` (skips, written metadata) as an
+    uninterrupted build would have while writing them."""
+    reasons = {s.key: s for s in skipped}
+    for key, item in done:
+        if key in reasons:
+            tally.skipped.append(reasons[key].entry())
+        else:
+            tally.written.append(item.meta)
+
+
+def no_image_read(tally: Tally) -> None:
+    """Refuse a run in which not one image could be read."""
     if not tally.written:
         raise DataError(f"no image could be read, nothing written: {first_skips(tally)}")
+
+
+def _samples(
+    items: list[Item], keys: list[str], opts: WriteOptions, tally: Tally
+) -> Iterator[ShardSample | Skipped]:
+    """Encode each item (in `opts.workers` processes, in order); one that does not decode is
+    skipped into `tally`, the rest recorded."""
+    encode = partial(_encode_file, opts.resize)
+    results = ordered_map(encode, (item.path for item in items), opts.workers, FILE_CHUNK)
+    for item, key, result in zip(items, keys, results, strict=True):
+        if isinstance(result, str):
+            tally.skip(item.row, item.file, result)
+            yield Skipped(key, item.row, item.file, result)
+            continue
+        tally.written.append(item.meta)
+        yield ShardSample(key, *result, item.meta)
+    no_image_read(tally)
 
 
 @dataclass(frozen=True)
 class WriteOptions:
     """Options common to every source: resizing, shuffling, shard bounds, the output folder, and
-    the split (`split`: 'train=0.7,val=0.15,test=0.15' or 'partition'; None writes one folder)."""
+    the split (`split`: 'train=0.7,val=0.15,test=0.15' or 'partition'; None writes one folder);
+    `workers` processes encode images (the files do not depend on it); `resume` reuses the
+    finished shards of an interrupted run (`progress`)."""
 
     resize: int = 0
     seed: int = 0
@@ -202,26 +243,43 @@ class WriteOptions:
     overwrite: bool = False
     split: str | None = None
     group_by: str = "image"
+    workers: int = 1
+    resume: bool = False
 
     def __post_init__(self) -> None:
         if self.resize < 0:
             raise UserError(f"resize must be >= 0 (0 keeps the size), got {self.resize}")
+        if self.workers < 1:
+            raise UserError(f"workers must be >= 1, got {self.workers}")
         if self.split is not None:
             parse_split(self.split)  # refuse a bad spec before any work
 
 
-Stream = Callable[[list[Item], Tally], Iterator[ShardSample]]
+Planner = Callable[[list[Item], Tally, dict], Plan]
 
 
-def _file_stream(opts: WriteOptions) -> Stream:
-    """Whole image files: shuffled by seed, encoded one at a time (`_samples`)."""
+def item_identity() -> Callable[[str, Item], list]:
+    """What decides a planned sample's bytes besides the settings: key, metadata, source file."""
+    stat = file_identity()
+    return lambda key, item: [key, item.meta, *stat(item.path)]
 
-    def stream(items: list[Item], tally: Tally) -> Iterator[ShardSample]:
-        items = list(items)
-        random.Random(opts.seed).shuffle(items)
-        return _samples(items, opts.resize, tally)
 
-    return stream
+def _file_planner(opts: WriteOptions) -> Planner:
+    """Whole image files: shuffled by seed, encoded in order (`_samples`)."""
+
+    def plan(items: list[Item], tally: Tally, settings: dict) -> Plan:
+        order = list(items)
+        random.Random(opts.seed).shuffle(order)
+        keys = [stem_key(item.index, item.path) for item in order]
+        identity = item_identity()
+
+        def stream(start: int, skipped: list[Skipped]) -> Iterator[ShardSample | Skipped]:
+            replay(zip(keys[:start], order[:start], strict=True), skipped, tally)
+            return _samples(order[start:], keys[start:], opts, tally)
+
+        return Plan(len(order), lambda i: identity(keys[i], order[i]), settings, stream)
+
+    return plan
 
 
 def _write_one(
@@ -231,12 +289,13 @@ def _write_one(
     heads: list[str],
     tally: Tally,
     opts: WriteOptions,
-    stream: Stream,
+    planner: Planner,
     overwrite: bool,
 ) -> dict:
-    """Write `stream(items)` as one shard folder; its manifest (skips listed in `source`)."""
-    return write_shards(
-        stream(items, tally),
+    """Write `planner(items)` as one shard folder; its manifest (skips listed in `source`)."""
+    plan = planner(items, tally, {"source": source, "versions": versions()})
+    return write_planned(
+        plan,
         out_dir,
         name=opts.name,
         max_per_shard=opts.max_per_shard,
@@ -254,15 +313,31 @@ def write_items(
     heads: list[str],
     tally: Tally,
     opts: WriteOptions,
-    stream: Stream | None = None,
+    planner: Planner | None = None,
 ) -> dict:
-    """Write `items` (as `stream` encodes them; default whole files) to one shard folder, or with
-    `opts.split` to one per split plus an index manifest; return the (index) manifest."""
+    """Write `items` (as `planner` orders and encodes them; default whole files) to one shard
+    folder, or with `opts.split` to one per split plus an index manifest; return the (index)
+    manifest. A failed run keeps its finished shards for `opts.resume` (`atomic.resumable`)."""
     if not items:
         raise DataError(f"no usable image to write to {out_dir}: {first_skips(tally)}")
-    stream = stream or _file_stream(opts)
+    with resumable(opts.resume):
+        return _write_items(
+            items, out_dir, source, heads, tally, opts, planner or _file_planner(opts)
+        )
+
+
+def _write_items(
+    items: list[Item],
+    out_dir: str | Path,
+    source: dict,
+    heads: list[str],
+    tally: Tally,
+    opts: WriteOptions,
+    planner: Planner,
+) -> dict:
+    """`write_items` inside `resumable`."""
     if opts.split is None:
-        return _write_one(items, out_dir, source, heads, tally, opts, stream, opts.overwrite)
+        return _write_one(items, out_dir, source, heads, tally, opts, planner, opts.overwrite)
     plan = plan_splits(
         [item.meta for item in items],
         [item.row for item in items],
@@ -276,7 +351,7 @@ def write_items(
     def write_one(part: list[Item], folder: Path, name: str) -> dict:
         tallies[name] = Tally()
         split_source = {**source, "split": name}
-        return _write_one(part, folder, split_source, heads, tallies[name], opts, stream, False)
+        return _write_one(part, folder, split_source, heads, tallies[name], opts, planner, False)
 
     def top() -> dict:
         for split_tally in tallies.values():
@@ -457,6 +532,8 @@ def _options(args: argparse.Namespace) -> dict:
         "overwrite": args.overwrite,
         "split": getattr(args, "split", None),
         "group_by": getattr(args, "group_by", None) or "image",
+        "workers": getattr(args, "workers", 1),
+        "resume": getattr(args, "resume", False),
     }
 
 
@@ -538,7 +615,8 @@ def cli_make_shards(args: argparse.Namespace) -> int:
     manifest = _make(args)
     _print_written(manifest, args.out)
     _print_skips(manifest["source"])
-    status = cli_verify_shards(argparse.Namespace(dir=args.out))
+    workers = getattr(args, "workers", 1)
+    status = cli_verify_shards(argparse.Namespace(dir=args.out, workers=workers))
     if args.strict and manifest["source"]["skipped"]:
         print(f"FAILED (--strict): {len(manifest['source']['skipped'])} images could not be read")
         return 1
