@@ -61,19 +61,20 @@ def _add_make_survey(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler="ssl_benthic.data.sample_survey:cli_make_survey")
 
 
+def bounded(kind: type, ok: object, what: str) -> object:
+    """argparse type: a `kind` number that passes `ok` (`--resize -5` is refused, not 1x1)."""
+
+    def parse(text: str) -> int | float:
+        value = kind(text)
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse says "invalid int value: 'x'"
+    return parse
+
+
 def _add_make_shards(sub: argparse._SubParsersAction) -> None:
-    def bounded(kind: type, ok: object, what: str) -> object:
-        """argparse type: a `kind` number that passes `ok` (`--resize -5` is refused, not 1x1)."""
-
-        def parse(text: str) -> int | float:
-            value = kind(text)
-            if not ok(value):
-                raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
-            return value
-
-        parse.__name__ = kind.__name__  # argparse says "invalid int value: 'x'"
-        return parse
-
     p = sub.add_parser(
         "make-shards",
         help="write webdataset tar shards from a CSV, a folder tree or a point annotation export",
@@ -206,6 +207,12 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "dir",
         help="folder with manifest.json (or a folder of such folders, e.g. split folders)",
+    )
+    p.add_argument(
+        "--workers",
+        type=bounded(int, lambda v: v >= 1, ">= 1"),
+        default=1,
+        help="processes that check shards (about one per core)",
     )
     p.set_defaults(handler="ssl_benthic.data.shards:cli_verify_shards")
 

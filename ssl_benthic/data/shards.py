@@ -504,8 +504,8 @@ def verify_shards(path: str | Path, workers: int = 1) -> VerifyReport:
 
 def cli_verify_shards(args: argparse.Namespace) -> int:
     """`ssl-benthic verify-shards DIR`: print a report; exit status 1 on any fault (warnings, such
-    as an image in two splits, leave it 0). `args.workers` (when set) processes check shards."""
-    report = verify_shards(args.dir, getattr(args, "workers", 1))
+    as an image in two splits, leave it 0); `--workers` processes check the shards."""
+    report = verify_shards(args.dir, args.workers)
     for folder in report.folders:
         print(f"checked {folder}")
     print(f"{report.num_shards} shards, {report.num_samples} samples, {len(report.faults)} faults")
