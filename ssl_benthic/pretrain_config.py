@@ -15,10 +15,15 @@ BENTHIC_STD = (0.207, 0.210, 0.183)
 
 @dataclass
 class MethodConfig:
-    """Method name (see `ssl_benthic.methods.METHODS`) and its own parameters (its `Params` dataclass)."""
+    """Method name (see `ssl_benthic.methods.METHODS`) and its own parameters (its `Params` dataclass).
+
+    `init_heads`: when `backbone.weights` is an import of the same method that kept its heads
+    (`ssl-benthic import-weights`), `import` starts the projector (etc.) from them where their
+    shapes match the recipe, `fresh` from random init; the choice is always reported."""
 
     name: str = "byol"
     params: dict[str, Any] = field(default_factory=dict)
+    init_heads: Literal["import", "fresh"] = "import"
 
 
 @dataclass
@@ -51,6 +56,9 @@ class TransformConfig:
 
     `global_crop_scale`/`local_crop_scale` are RandomResizedCrop scale ranges (None: the method's
     default); `cj_strength` scales colour jitter; `extra` is passed as keyword arguments as is.
+    `device`: `cpu` runs the whole lightly transform in the loader workers; `accelerator` has the
+    workers decode and crop to uint8 only, and runs the rest of every view batched on the training
+    device, read out of the same lightly transform (`ssl_benthic.augment`).
     """
 
     input_size: int = 224
@@ -66,6 +74,7 @@ class TransformConfig:
     mean: tuple[float, float, float] = BENTHIC_MEAN
     std: tuple[float, float, float] = BENTHIC_STD
     extra: dict[str, Any] = field(default_factory=dict)
+    device: Literal["cpu", "accelerator"] = "cpu"
 
 
 @dataclass
@@ -90,7 +99,10 @@ class OptimizerConfig:
 
 @dataclass
 class TrainerConfig:
-    """Lightning Trainer options; checkpoints every N steps and at the end, keeping the last K."""
+    """Lightning Trainer options; checkpoints every N steps and at the end, keeping the last K.
+
+    `channels_last`: model and batches in channels-last memory format (faster convolutions on GPUs).
+    """
 
     accelerator: str = "auto"
     devices: int | str = "auto"
@@ -107,6 +119,7 @@ class TrainerConfig:
     sync_batchnorm: bool = True
     seed: int = 0
     deterministic: bool = False
+    channels_last: bool = False
 
 
 @dataclass

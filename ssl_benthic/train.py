@@ -19,6 +19,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
+from ssl_benthic.augment import ChannelsLast, WorkerCrops, make_crop_loader, plan_views
 from ssl_benthic.checkpoints import (
     LAST,
     RunCheckpoint,
@@ -100,6 +101,10 @@ class ShardDataModule(pl.LightningDataModule):
         self.cfg, self.transform = cfg, transform
         self.loader: SeededEpochs | None = None
         self.pending: dict[str, int] | None = None
+        # `transform.device: accelerator`: workers only decode and crop; the rest of the views runs
+        # on the device (SSLMethod.on_after_batch_transfer). Translating here fails before training.
+        accelerator = cfg.transform.device == "accelerator"
+        self.crops = WorkerCrops(plan_views(transform)) if accelerator else None
 
     def state_dict(self) -> dict[str, Any]:
         return {"loader": self.loader.state_dict()} if self.loader is not None else {}
@@ -110,10 +115,8 @@ class ShardDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> SeededEpochs:
         d, t = self.cfg.data, self.trainer
         rank = t.global_rank if t is not None else 0
-        loader = make_loader(
-            d.shards,
+        common: dict[str, Any] = dict(
             batch_size=d.batch_size,
-            transform=self.transform,
             num_workers=d.num_workers,
             shuffle_buffer=d.shuffle_buffer,
             seed=self.cfg.trainer.seed,
@@ -122,6 +125,10 @@ class ShardDataModule(pl.LightningDataModule):
             world_size=t.world_size if t is not None else 1,
             persistent_workers=False,
         )
+        if self.crops is not None:
+            loader = make_crop_loader(d.shards, crops=self.crops, **common)
+        else:
+            loader = make_loader(d.shards, transform=self.transform, **common)
         self.loader = SeededEpochs(loader, self.cfg.trainer.seed, rank)
         if self.pending is not None:
             self.loader.load_state_dict(self.pending)
@@ -151,6 +158,8 @@ def build_trainer(cfg: PretrainConfig, extra_callbacks: Sequence[pl.Callback] = 
     """The Lightning Trainer of a recipe: loggers, checkpoints, DDP/SLURM options from `trainer.*`."""
     t = cfg.trainer
     callbacks = list(extra_callbacks)
+    if t.channels_last:
+        callbacks.append(ChannelsLast())
     if cfg.monitor.knn is not None:
         from ssl_benthic.knn_monitor import KNNMonitor
 

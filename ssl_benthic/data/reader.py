@@ -154,15 +154,17 @@ def open_image(data: bytes) -> Image.Image:
     return decode_rgb(data)
 
 
-def _decode(sample: dict, decode: bool, keep_meta: bool) -> tuple[Any, dict] | None:
-    """(PIL image or None, meta) of a raw sample, or None (skipped, counted, warned) on failure."""
+def _decode(
+    sample: dict, decode: bool, keep_meta: bool, decoder: Callable[[bytes], Any] = open_image
+) -> tuple[Any, dict] | None:
+    """(image or None, meta) of a raw sample, or None (skipped, counted, warned) on failure."""
     key, url = sample.get("__key__"), sample.get("__url__")
     try:
         exts = [e for e in IMAGE_EXTS if e in sample]
         if len(exts) != 1:
             found = sorted(k for k in sample if not k.startswith("__"))
             raise ValueError(f"expected one image member, found {found}")
-        image = open_image(sample[exts[0]]) if decode else None
+        image = decoder(sample[exts[0]]) if decode else None
         meta = json.loads(sample["json"]) if keep_meta and "json" in sample else {}
         if not isinstance(meta, dict):
             raise ValueError("json member is not an object")
@@ -198,12 +200,14 @@ def make_dataset(
     world_size: int | None = None,
     keep_meta: bool = True,
     decode: bool = True,
+    decoder: Callable[[bytes], Any] = open_image,
 ) -> ShardDataset:
     """webdataset pipeline yielding (transform(image), meta) with meta = JSON + '__key__', '__url__'.
 
     Shards are permuted by (seed, epoch), split by rank, then by loader worker
     (`wds.split_by_worker`), read, shuffled in a buffer of `shuffle_buffer` samples (0: keep the
-    order) and decoded; an undecodable sample is skipped, counted in `DECODE_ERRORS` and warned.
+    order) and decoded by `decoder` (bytes -> image; the accelerator path's draft-decoding one);
+    an undecodable sample is skipped, counted in `DECODE_ERRORS` and warned.
     """
     urls = shard_urls(urls)
     rank, world_size = resolve_world(rank, world_size)
@@ -217,7 +221,7 @@ def make_dataset(
     if shuffle_buffer > 0:
         stages.append(_EpochShuffle(shards, shuffle_buffer, rank))
     stages += [
-        wds.map(partial(_decode, decode=decode, keep_meta=keep_meta)),
+        wds.map(partial(_decode, decode=decode, keep_meta=keep_meta, decoder=decoder)),
         wds.map(partial(_transform, transform=transform)),
     ]
     dataset = ShardDataset(*stages)
@@ -291,6 +295,7 @@ def make_loader(
     seed: int = 0,
     epoch_samples: int | None = None,
     drop_last: bool = True,
+    decoder: Callable[[bytes], Any] = open_image,
     rank: int | None = None,
     world_size: int | None = None,
     **loader_kwargs: Any,
@@ -321,6 +326,7 @@ def make_loader(
     dataset = make_dataset(
         urls,
         transform=transform,
+        decoder=decoder,
         shuffle_buffer=shuffle_buffer,
         seed=seed,
         rank=rank,

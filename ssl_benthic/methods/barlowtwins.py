@@ -34,6 +34,8 @@ class BarlowTwinsParams:
 class BarlowTwins(SSLMethod):
     name = "barlowtwins"
     Params = BarlowTwinsParams
+    # solo-learn's (BenthicNet's) projector, and this toolkit's own, keep lightly's layer indices
+    head_import = {"projector.": "projection_head.layers", "projection_head.": "projection_head"}
 
     @classmethod
     def build_transform(cls, t: TransformConfig) -> Callable:

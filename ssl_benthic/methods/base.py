@@ -18,11 +18,14 @@ from lightly.models.utils import update_momentum as lightly_update_momentum
 from lightly.utils.lars import LARS
 from lightly.utils.optim import update_param_groups
 from lightly.utils.scheduler import CosineWarmupScheduler, cosine_schedule
+from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchvision import transforms as T
 
+from ssl_benthic.augment.device import BatchOnDevice, DeviceViews
 from ssl_benthic.backbones import create_backbone, feature_dim
 from ssl_benthic.config import from_dict, to_dict
+from ssl_benthic.heads_import import init_heads_from_import
 from ssl_benthic.pretrain_config import PretrainConfig, TransformConfig
 from ssl_benthic.rng import step_rng
 
@@ -85,6 +88,8 @@ class SSLMethod(pl.LightningModule):
 
     name: ClassVar[str] = ""
     Params: ClassVar[type] = NoParams
+    # import's head key prefix -> `attribute[.sub.path]` of this method (see heads_import.py)
+    head_import: ClassVar[dict[str, str]] = {}
 
     def __init__(self, cfg: PretrainConfig) -> None:
         super().__init__()
@@ -93,6 +98,7 @@ class SSLMethod(pl.LightningModule):
         self.backbone = self.make_backbone()
         self.dim = feature_dim(self.backbone)
         self.build()
+        self.heads_init = self._init_heads()
         self.last_momentum: float | None = None
 
     # ----- what a method provides -------------------------------------------------------------
@@ -103,7 +109,12 @@ class SSLMethod(pl.LightningModule):
 
     @classmethod
     def build_transform(cls, t: TransformConfig) -> Callable:
-        """The lightly multi-view transform for this method (PIL image -> list of view tensors)."""
+        """The lightly multi-view transform for this method (PIL image -> list of view tensors).
+
+        With `transform.device: accelerator` this object is also read into worker crops and batched
+        device ops (`ssl_benthic.augment`), so each view stays a torchvision Compose of the ops that
+        `ssl_benthic.augment.translate` knows; another op fails there, naming it.
+        """
         raise NotImplementedError
 
     def build(self) -> None:
@@ -127,6 +138,18 @@ class SSLMethod(pl.LightningModule):
         kwargs = backbone_kwargs(self.cfg)
         kwargs.update(self.extra_backbone_kwargs())
         return create_backbone(b.name, **opts, **kwargs)
+
+    def _init_heads(self) -> list[str]:
+        """Heads from an import's (continued pretraining), reported once; teachers follow them."""
+        lines = init_heads_from_import(
+            self, self.cfg.backbone.weights, self.cfg.method.init_heads, self.head_import, self.name
+        )
+        for line in lines:
+            rank_zero_info(line)
+        if any("from the import" in line for line in lines):
+            for student, teacher in self.teacher_pairs():  # a teacher starts as its student
+                teacher.load_state_dict(student.state_dict())
+        return lines
 
     def extra_backbone_kwargs(self) -> dict[str, Any]:
         """Method-specific timm options (e.g. DINO's dynamic image size for ViT local crops)."""
@@ -178,6 +201,20 @@ class SSLMethod(pl.LightningModule):
             loss = self.compute_loss(list(views))
         self._log_step(loss, views[0].shape[0])
         return loss
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """On the device: `transform.device: accelerator` finishes the worker crops of every view
+        (batched, per-sample parameters from (seed, step, rank)); `trainer.channels_last` formats them."""
+        if self.cfg.transform.device == "cpu" and not self.cfg.trainer.channels_last:
+            return batch
+        on_device = self.__dict__.get("_batch_on_device")
+        if on_device is None:  # built on first use: nothing of it belongs in the state dict
+            views = None
+            if self.cfg.transform.device == "accelerator":
+                views = DeviceViews.from_transform(type(self).build_transform(self.cfg.transform))
+            on_device = BatchOnDevice(views, self.cfg.trainer.channels_last, self.cfg.trainer.seed)
+            self._batch_on_device = on_device
+        return on_device(batch, self.global_step, self.global_rank)
 
     def _log_step(self, loss: Tensor, batch_size: int) -> None:
         metrics = {"train_loss": loss.detach(), "lr": self.optimizers().param_groups[0]["lr"]}
@@ -263,6 +300,7 @@ class SSLMethod(pl.LightningModule):
             "timm_name": self.cfg.backbone.name,
             "model_kwargs": backbone_kwargs(self.cfg),
             "config": to_dict(self.cfg),
+            "heads_init": list(self.heads_init),  # where the heads started (continued pretraining)
         }
         checkpoint["ssl_extra_state"] = {k: v.detach().cpu() for k, v in self.extra_state().items()}
 
