@@ -196,7 +196,7 @@ def _add_make_shards(sub: argparse._SubParsersAction) -> None:
         help="reuse the finished shards that an interrupted run of the same command left in "
         ".OUT.partial-PID beside --out (each re-checked by sha256); write the rest",
     )
-    p.set_defaults(handler="ssl_benthic.data.sources:cli_make_shards")
+    p.set_defaults(handler="ssl_benthic.data.make_shards_cli:cli_make_shards")
 
 
 def _add_verify(sub: argparse._SubParsersAction) -> None:
@@ -214,7 +214,7 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
         default=1,
         help="processes that check shards (about one per core)",
     )
-    p.set_defaults(handler="ssl_benthic.data.shards:cli_verify_shards")
+    p.set_defaults(handler="ssl_benthic.data.verify:cli_verify_shards")
 
 
 def _add_summary(sub: argparse._SubParsersAction) -> None:

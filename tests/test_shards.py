@@ -23,7 +23,8 @@ from ssl_benthic.data.reader import (
     make_loader,
     shard_urls,
 )
-from ssl_benthic.data.shards import ShardSample, verify_shards, write_shards
+from ssl_benthic.data.shards import ShardSample, write_shards
+from ssl_benthic.data.verify import verify_shards
 from ssl_benthic.errors import DataError
 
 

@@ -23,7 +23,7 @@ from ssl_benthic.cli import main
 from ssl_benthic.data import parallel, point_sources, sources
 from ssl_benthic.data.atomic import LOCK, PROGRESS
 from ssl_benthic.data.reader import load_manifest
-from ssl_benthic.data.shards import verify_shards
+from ssl_benthic.data.verify import verify_shards
 from ssl_benthic.errors import UserError
 
 N_IMAGES = 40

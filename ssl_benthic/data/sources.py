@@ -17,7 +17,6 @@ they close, and an interrupted run's are reused by `resume` (`progress`, `atomic
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import re
@@ -33,7 +32,7 @@ from ssl_benthic.data.csv_rows import DEFAULT_ENCODING, read_csv
 from ssl_benthic.data.images import CONVERTIBLE_SUFFIXES, SUFFIX_EXT, describe_error, encode_image
 from ssl_benthic.data.parallel import ordered_map
 from ssl_benthic.data.progress import Plan, Skipped, file_identity, versions
-from ssl_benthic.data.shards import ShardSample, check_key, cli_verify_shards, write_planned
+from ssl_benthic.data.shards import ShardSample, check_key, write_planned
 from ssl_benthic.data.splits import parse_split, plan_splits, write_split_folders
 from ssl_benthic.errors import DataError, UserError
 
@@ -363,11 +362,11 @@ def _write_items(
 
 def first_skips(tally: Tally, n: int = 3) -> str:
     skipped = tally.sorted_skipped()
-    text = "; ".join(_skip_line(s) for s in skipped[:n])
+    text = "; ".join(skip_line(s) for s in skipped[:n])
     return text + (f" (and {len(skipped) - n} more)" if len(skipped) > n else "")
 
 
-def _skip_line(entry: dict) -> str:
+def skip_line(entry: dict) -> str:
     """'row 3: a/x.png: missing file' (a folder's images have no row, empty cells no file)."""
     where = [f"row {entry['row']}"] if entry.get("row") else []
     return ": ".join(where + ([entry["file"]] if entry["file"] else []) + [entry["reason"]])
@@ -497,127 +496,3 @@ def make_shards_from_folder(
         "seed": opts.seed,
     }
     return write_items(items, out_dir, source, [head], tally, opts)
-
-
-# --- command line -----------------------------------------------------------------------------
-
-
-def ignored_line(ignored: dict[str, int]) -> str:
-    """'skipped 3 files: 2 .txt, 1 hidden' (largest first), or '' when nothing was ignored."""
-    if not ignored:
-        return ""
-    kinds = sorted(ignored.items(), key=lambda kv: (-kv[1], kv[0]))
-    return f"skipped {sum(ignored.values())} files: " + ", ".join(f"{n} {k}" for k, n in kinds)
-
-
-def _print_skips(source: dict) -> None:
-    """Print what the run left out: ignored files by kind, then each skipped row or file."""
-    if line := ignored_line(source.get("ignored", {})):
-        print(line)
-    skipped = source.get("skipped", [])
-    if skipped:
-        print(f"skipped {len(skipped)} images (listed in the manifest's source.skipped):")
-        for entry in skipped:
-            print(f"  {_skip_line(entry)}")
-
-
-def _options(args: argparse.Namespace) -> dict:
-    """The `WriteOptions` of the command line."""
-    return {
-        "resize": args.resize,
-        "seed": args.seed,
-        "name": args.name,
-        "max_per_shard": args.max_per_shard,
-        "max_shard_bytes": int(args.max_shard_mb * 2**20),
-        "overwrite": args.overwrite,
-        "split": getattr(args, "split", None),
-        "group_by": getattr(args, "group_by", None) or "image",
-        "workers": getattr(args, "workers", 1),
-        "resume": getattr(args, "resume", False),
-    }
-
-
-def _point_options(args: argparse.Namespace) -> dict:
-    """What both point exports take from the command line, besides `WriteOptions`."""
-    return {
-        "patch": args.patch,
-        "patch_format": args.patch_format,
-        "encoding": args.encoding,
-        "strict": args.strict,
-    }
-
-
-def _make(args: argparse.Namespace) -> dict:
-    """Run the source the command line names; its manifest."""
-    options = _options(args)
-    csv = args.csv or getattr(args, "coralnet", None) or getattr(args, "squidle", None)
-    root = args.images_root or (str(Path(csv).parent) if csv else None)
-    if getattr(args, "label_map", None) and not getattr(args, "coralnet", None):
-        raise UserError("--label-map maps CoralNet label codes; use it with --coralnet")
-    if getattr(args, "coralnet", None) or getattr(args, "squidle", None):
-        from ssl_benthic.data import point_sources
-
-        if args.coralnet:
-            return point_sources.make_shards_from_coralnet(
-                args.coralnet,
-                root,
-                args.out,
-                label_map=args.label_map,
-                image_column=args.image_column or "Name",
-                **_point_options(args),
-                **options,
-            )
-        return point_sources.make_shards_from_squidle(
-            args.squidle,
-            root,
-            args.out,
-            image_column=args.image_column or "point.media.key",
-            lineage_sep=args.lineage_sep,
-            head=args.head,
-            **_point_options(args),
-            **options,
-        )
-    if args.csv:
-        return make_shards_from_csv(
-            args.csv,
-            root,
-            args.out,
-            image_column=args.image_column or "image",
-            label_columns=parse_label_columns(args.label_columns),
-            label_sep=args.label_sep,
-            encoding=args.encoding,
-            strict=args.strict,
-            **options,
-        )
-    return make_shards_from_folder(args.folder, args.out, head=args.head or "label", **options)
-
-
-def _print_written(manifest: dict, out: str) -> None:
-    """'wrote N samples in K shards to OUT', and one line per split of a split set."""
-    splits = manifest.get("splits")
-    if splits is None:
-        print(
-            f"wrote {manifest['num_samples']} samples in {len(manifest['shards'])} shards to {out}"
-        )
-        return
-    for name, entry in splits.items():
-        groups = manifest["split"]["groups"].get(name, 0)
-        print(
-            f"{name:<6} {entry['num_samples']:>8} samples {groups:>6} groups "
-            f"{entry['num_shards']:>4} shards"
-        )
-    print(f"wrote {manifest['num_samples']} samples in {len(splits)} splits to {out}")
-
-
-def cli_make_shards(args: argparse.Namespace) -> int:
-    """`ssl-benthic make-shards`: shard a CSV, a folder tree or a point export, report what was
-    skipped, verify. Exit 0; 1 when verification fails, or with `--strict` when an image was skipped."""
-    manifest = _make(args)
-    _print_written(manifest, args.out)
-    _print_skips(manifest["source"])
-    workers = getattr(args, "workers", 1)
-    status = cli_verify_shards(argparse.Namespace(dir=args.out, workers=workers))
-    if args.strict and manifest["source"]["skipped"]:
-        print(f"FAILED (--strict): {len(manifest['source']['skipped'])} images could not be read")
-        return 1
-    return status
