@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import random
 import shlex
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -238,6 +239,9 @@ def pretrain(
     model = method_cls(cfg)
     data = ShardDataModule(cfg, method_cls.build_transform(cfg.transform))
     trainer = build_trainer(cfg, extra_callbacks)
+    # the module's `on_after_batch_transfer` beside a datamodule is the design (the device half of
+    # the augmentation belongs to the module): Lightning's warning about it is not news
+    warnings.filterwarnings("ignore", message=r"You have overridden `on_after_batch_transfer`")
     _write_config(cfg)
     fit(trainer, model=model, datamodule=data, ckpt_path=ckpt, weights_only=True)
     return Path(cfg.output_dir)

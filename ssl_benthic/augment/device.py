@@ -13,7 +13,6 @@ recipe draw the same parameters.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,12 +28,6 @@ from ssl_benthic.augment.translate import ViewPlan, plan_views
 __all__ = ["DeviceViews", "BatchOnDevice", "ChannelsLast", "augment_generator"]
 
 _STREAM = 0x5EED_A06  # sets these draws apart from the model's (`ssl_benthic.rng.step_rng`)
-
-# Lightning warns on every run that the module's `on_after_batch_transfer` is used alongside a
-# datamodule: that is the design (the device half belongs to the module), so it is not news.
-warnings.filterwarnings(
-    "ignore", message=r"You have overridden `on_after_batch_transfer` in `LightningModule`"
-)
 
 
 def augment_generator(seed: int, step: int, rank: int, micro: int = 0) -> torch.Generator:
