@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytorch_lightning as pl
 from PIL import Image
 
 from ssl_benthic.config import from_dict
@@ -85,3 +86,14 @@ def tiny_config(name: str, shards: Path, out: Path, **sections: dict[str, Any]) 
     for key, value in sections.items():
         data[key] = {**data.get(key, {}), **value}
     return from_dict(PretrainConfig, data)
+
+
+class Crash(pl.Callback):
+    """Kills training when step `k + 1` is about to start (the checkpoint of step k is on disk)."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.k:
+            raise RuntimeError("simulated crash")

@@ -20,7 +20,7 @@ from lightly.transforms.solarize import RandomSolarization
 from lightly.transforms.torchvision_v2_compatibility import ToTensor as LightlyToTensor
 from PIL import Image, ImageFilter, ImageOps
 from scipy.stats import ks_2samp
-from ssl_fixtures import make_shards, tiny_config
+from ssl_fixtures import Crash, make_shards, tiny_config
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
@@ -387,17 +387,6 @@ def _accelerator(name: str, shards: Path, out: Path, **sections: dict) -> object
         "device": "accelerator",
     }
     return tiny_config(name, shards, out, transform=transform, **sections)
-
-
-class Crash(pl.Callback):
-    """Kills training when step `k + 1` is about to start (the checkpoint of step k is on disk)."""
-
-    def __init__(self, k: int) -> None:
-        self.k = k
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.global_step == self.k:
-            raise RuntimeError("simulated crash")
 
 
 class FinalState(pl.Callback):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from ssl_fixtures import make_shards, tiny_config
+from ssl_fixtures import Crash, make_shards, tiny_config
 from test_finetune import make_cfg
 
 from hml_finetune import cli as hml_cli
@@ -254,15 +254,6 @@ def test_relative_paths_name_the_path_tried(unlabelled, tmp_path, monkeypatch):
     assert not os.path.exists(tmp_path / "run")  # nothing was set up
 
 
-class CrashAt(pl.Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step >= self.step:
-            raise RuntimeError("crash")
-
-
 def test_resuming_a_finished_run_rewrites_nothing_and_export_flags_unfinished(
     unlabelled, tmp_path, capsys
 ):
@@ -271,7 +262,7 @@ def test_resuming_a_finished_run_rewrites_nothing_and_export_flags_unfinished(
     trains on, and exporting an unfinished checkpoint warns."""
     cfg = tiny_config("byol", unlabelled, tmp_path / "run", trainer={"max_steps": 4})
     with pytest.raises(RuntimeError, match="crash"):  # like a killed demo, after its step-2 save
-        pretrain(cfg, extra_callbacks=[CrashAt(3)])
+        pretrain(cfg, extra_callbacks=[Crash(3)])
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     with pytest.warns(
         UserWarning, match=r"at step 2 of its recipe's max_steps 4: exporting an unfinished"

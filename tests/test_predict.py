@@ -52,6 +52,13 @@ def _predict(*args: str) -> int:
     return main(["predict", "--num-workers", "0", *args])
 
 
+def _predict_jsonl(ckpt: Path, shards: Path, out: Path) -> int:
+    """`predict --shards SHARDS --format jsonl`; its exit status."""
+    return _predict(
+        "--checkpoint", str(ckpt), "--shards", str(shards), "--out", str(out), "--format", "jsonl"
+    )
+
+
 def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -68,19 +75,7 @@ def _reference_probs(shards: Path, ckpt: Path) -> dict[str, dict[str, torch.Tens
 def test_shards_give_the_probabilities_of_the_training_path(trained, tmp_path):
     shards, ckpt = trained
     out = tmp_path / "p.jsonl"
-    assert (
-        _predict(
-            "--checkpoint",
-            str(ckpt),
-            "--shards",
-            str(shards / "test"),
-            "--out",
-            str(out),
-            "--format",
-            "jsonl",
-        )
-        == 0
-    )
+    assert _predict_jsonl(ckpt, shards / "test", out) == 0
     records = _jsonl(out)
     reference = _reference_probs(shards / "test", ckpt)
     assert [r["key"] for r in records] == list(reference)
@@ -94,16 +89,7 @@ def test_shards_give_the_probabilities_of_the_training_path(trained, tmp_path):
 def test_predicted_sets_are_coherent_and_the_label_is_the_deepest(trained, tmp_path):
     shards, ckpt = trained
     out = tmp_path / "p.jsonl"
-    _predict(
-        "--checkpoint",
-        str(ckpt),
-        "--shards",
-        str(shards / "test"),
-        "--out",
-        str(out),
-        "--format",
-        "jsonl",
-    )
+    _predict_jsonl(ckpt, shards / "test", out)
     _, hierarchies, _ = load_finetuned(ckpt)
     deep_seen = 0
     for r in _jsonl(out):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from ssl_fixtures import TINY_PARAMS, make_shards, tiny_config
+from ssl_fixtures import TINY_PARAMS, Crash, make_shards, tiny_config
 
 from ssl_benthic.config import ConfigError
 from ssl_benthic.methods.mocov2 import MoCoV2
@@ -18,17 +18,6 @@ from ssl_benthic.train import check_queue_size, pretrain
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_shards(tmp_path_factory.mktemp("shards") / "unlabelled", n=32, per_shard=4)
-
-
-class Crash(pl.Callback):
-    """Kills training when step `k + 1` is about to start (the checkpoint of step k is on disk)."""
-
-    def __init__(self, k: int) -> None:
-        self.k = k
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.global_step == self.k:
-            raise RuntimeError("simulated crash")
 
 
 def _crash_after(name: str, shards: Path, out: Path, k: int) -> None:

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 from lightly.loss import BarlowTwinsLoss
 from lightly.models.modules import BarlowTwinsProjectionHead
-from lightly.transforms import BYOLTransform, BYOLView1Transform, BYOLView2Transform
 from torch import Tensor
 
 from ssl_benthic.methods import register_method
-from ssl_benthic.methods.base import SSLMethod, view_kwargs
+from ssl_benthic.methods.base import SSLMethod
+from ssl_benthic.methods.byol import byol_views
 from ssl_benthic.pretrain_config import TransformConfig
 
 
@@ -39,8 +39,7 @@ class BarlowTwins(SSLMethod):
 
     @classmethod
     def build_transform(cls, t: TransformConfig) -> Callable:
-        kw = view_kwargs(t, cls.name)
-        return BYOLTransform(BYOLView1Transform(**kw), BYOLView2Transform(**kw))
+        return byol_views(t, cls.name)
 
     def build(self) -> None:
         p = self.params

@@ -20,6 +20,13 @@ from ssl_benthic.methods.base import SSLMethod, view_kwargs
 from ssl_benthic.pretrain_config import TransformConfig
 
 
+def byol_views(t: TransformConfig, method: str) -> BYOLTransform:
+    """BYOL's two asymmetric views (view 1 always blurred, view 2 sometimes solarised), which MoCo
+    v3 and Barlow Twins use as well."""
+    kw = view_kwargs(t, method)
+    return BYOLTransform(BYOLView1Transform(**kw), BYOLView2Transform(**kw))
+
+
 @dataclass
 class BYOLParams:
     proj_hidden_dim: int = 4096
@@ -36,8 +43,7 @@ class BYOL(SSLMethod):
 
     @classmethod
     def build_transform(cls, t: TransformConfig) -> Callable:
-        kw = view_kwargs(t, cls.name)
-        return BYOLTransform(BYOLView1Transform(**kw), BYOLView2Transform(**kw))
+        return byol_views(t, cls.name)
 
     def build(self) -> None:
         p = self.params

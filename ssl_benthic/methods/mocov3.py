@@ -13,11 +13,11 @@ import torch
 from lightly.loss import NTXentLoss
 from lightly.models.modules import MoCoProjectionHead
 from lightly.models.utils import deactivate_requires_grad
-from lightly.transforms import BYOLTransform, BYOLView1Transform, BYOLView2Transform
 from torch import Tensor, nn
 
 from ssl_benthic.methods import register_method
-from ssl_benthic.methods.base import SSLMethod, view_kwargs
+from ssl_benthic.methods.base import SSLMethod
+from ssl_benthic.methods.byol import byol_views
 from ssl_benthic.pretrain_config import TransformConfig
 
 
@@ -40,8 +40,7 @@ class MoCoV3(SSLMethod):
 
     @classmethod
     def build_transform(cls, t: TransformConfig) -> Callable:
-        kw = view_kwargs(t, cls.name)
-        return BYOLTransform(BYOLView1Transform(**kw), BYOLView2Transform(**kw))
+        return byol_views(t, cls.name)
 
     def _projection(self) -> nn.Module:
         p = self.params
