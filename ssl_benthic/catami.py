@@ -60,10 +60,10 @@ def label_depth(path: str) -> int:
 
 def head_of(path: str) -> str:
     """The head a path belongs to: `[BIOTA] > Biota > ...` -> `biota`."""
-    root = path.split(SEP, 1)[0].strip()
-    if not (root.startswith("[") and root.endswith("]") and len(root) > 2):
+    head = bracketed_head(path)
+    if head is None:
         raise ValueError(f"label path {path!r} does not start with a bracketed head like '[BIOTA]'")
-    return root[1:-1].lower()
+    return head
 
 
 def depth_of(path: str) -> int:

@@ -9,24 +9,22 @@ predictions can be turned back into the tool's codes.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from ssl_benthic.catami import bracketed_head
 from ssl_benthic.data.csv_rows import DEFAULT_ENCODING, read_csv
 from ssl_benthic.errors import DataError
 
 __all__ = ["DEFAULT_HEAD", "LabelMap", "head_of_path", "read_label_map"]
 
 DEFAULT_HEAD = "label"
-_ROOT = re.compile(r"\s*\[([^\[\]]+)\]")
 
 
 def head_of_path(path: str, default: str = DEFAULT_HEAD) -> str:
     """The head of a label path: its bracketed root lowercased (`[BIOTA] > ...` -> `biota`), else `default`."""
-    match = _ROOT.match(path)
-    return match.group(1).strip().lower() if match else default
+    return bracketed_head(path) or default
 
 
 @dataclass(frozen=True)

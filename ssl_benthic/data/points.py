@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ssl_benthic.catami import SEP, bracketed_head
 from ssl_benthic.data.csv_rows import DEFAULT_ENCODING, read_csv
 from ssl_benthic.errors import DataError
 
@@ -33,7 +34,6 @@ CORALNET_LABEL_COLUMNS = ("Label", "Label code")  # the export's, the upload for
 PATCH_COLUMN = "Patch Size"  # CoralNet-Toolbox: the patch side in pixels, per point
 SQUIDLE_IMAGE_COLUMN = "point.media.key"
 SQUIDLE_LINEAGE_COLUMNS = ("label.translated.lineage_names", "label.lineage_names")
-SEP = " > "
 
 
 @dataclass
@@ -158,9 +158,9 @@ def lineage_label(lineage: str, sep: str = SEP) -> tuple[str, str]:
     parts = [p.strip() for p in lineage.split(sep) if p.strip()]
     if not parts:
         raise ValueError(f"empty label lineage {lineage!r}")
-    bracket = re.fullmatch(r"\[([^\[\]]+)\]", parts[0])
-    if bracket:
-        return bracket.group(1).strip().lower(), SEP.join(parts)
+    own = bracketed_head(parts[0])
+    if own is not None:
+        return own, SEP.join(parts)
     head = re.sub(r"[^a-z0-9]+", "_", parts[0].lower()).strip("_") or "label"
     return head, SEP.join([f"[{parts[0].upper()}]", *parts])
 
