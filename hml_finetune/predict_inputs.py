@@ -16,13 +16,13 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ssl_benthic.data.images import decode_rgb
+from ssl_benthic.data.images import CONVERTIBLE_SUFFIXES, SUFFIX_EXT, decode_rgb
 from ssl_benthic.data.reader import DECODE_ERRORS, iter_samples
 from ssl_benthic.errors import DataError
 
 __all__ = ["Item", "image_items", "shard_batches", "file_batches", "IMAGE_SUFFIXES"]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
+IMAGE_SUFFIXES = (*SUFFIX_EXT, *CONVERTIBLE_SUFFIXES)  # what make-shards reads
 
 
 @dataclass

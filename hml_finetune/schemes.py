@@ -13,13 +13,13 @@ its head's root. A scheme's paths may use another separator (`heads.separators`)
 from __future__ import annotations
 
 import difflib
-import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ssl_benthic.catami import HEADS, SEP, bracketed_head, load_catami_paths
+from ssl_benthic.data.shards import sha256_file
 from ssl_benthic.errors import ConfigError, LabelError
 
 if TYPE_CHECKING:
@@ -160,7 +160,7 @@ def load_scheme(head: str, spec: str, sep: str = SEP, flat: bool = False) -> Sch
     path = Path(spec)
     if not path.is_file():
         raise ConfigError(f"heads.schemes.{head}: scheme file {spec!r} not found")
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    sha = sha256_file(path)
     return _from_paths(head, spec, _scheme_lines(path, head), sep, sha)
 
 
