@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from hml_finetune.constraint import MaxConstraint, dense_max_constraint
-from hml_finetune.hierarchy import Hierarchy
+from hml_finetune.hml.constraint import MaxConstraint, dense_max_constraint
+from hml_finetune.hml.hierarchy import Hierarchy
 
 SIZES = (500, 4000)
 BATCHES = (4, 32, 128)

@@ -20,13 +20,13 @@ from pathlib import Path
 import torch
 from ssl_sample import ROOT, features, labels, load_split, probe
 
-from ssl_benthic.backbones import create_backbone
-from ssl_benthic.config import load_config
-from ssl_benthic.data.sample import make_sample
-from ssl_benthic.import_weights import import_weights
-from ssl_benthic.methods.base import eval_transform
-from ssl_benthic.pretrain_config import PretrainConfig
-from ssl_benthic.train import pretrain
+from ssl_benthic.core.config import load_config
+from ssl_benthic.data.sample.make_sample import make_sample
+from ssl_benthic.pretrain.config import PretrainConfig
+from ssl_benthic.pretrain.methods.base import eval_transform
+from ssl_benthic.pretrain.run import pretrain
+from ssl_benthic.weights.backbones import create_backbone
+from ssl_benthic.weights.import_weights import import_weights
 
 RECIPE = ROOT / "configs" / "pretrain" / "barlowtwins_sample.yaml"
 # (name, learning rate factor of the recipe's, warm-up steps, heads)

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hml_finetune.compare import run_compare
-from hml_finetune.compare_config import CompareConfig
-from ssl_benthic.config import from_dict
+from hml_finetune.compare.config import CompareConfig
+from hml_finetune.compare.run import run_compare
+from ssl_benthic.core.config import from_dict
 
 RESULT = Path("bench/results/finetune_sample.md")
 FINETUNE = [  # the fine-tuning settings of configs/finetune/finetune_sample.yaml

@@ -63,7 +63,7 @@ class Result:
 
 def _raw_images(folder: Path) -> list[tuple[str, bytes]]:
     """(key, JPEG bytes) of every sample of a shard folder, read into memory as stored."""
-    from ssl_benthic.data.reader import shard_urls
+    from ssl_benthic.data.shards.reader import shard_urls
 
     out = []
     for url in shard_urls(folder):
@@ -77,8 +77,9 @@ def _raw_images(folder: Path) -> list[tuple[str, bytes]]:
 
 def draw_shards(root: Path, drawn: int, copies: int) -> Path:
     """The sample's unlabelled images at 256 px, each stored `copies` times, in shards of 64."""
-    from ssl_benthic.data.sample import make_sample
-    from ssl_benthic.data.shards import ShardSample, write_shards
+    from ssl_benthic.data.sample.make_sample import make_sample
+    from ssl_benthic.data.shards.format import ShardSample
+    from ssl_benthic.data.shards.writer import write_shards
 
     make_sample(root / "sample", n_unlabelled=drawn, n_labelled=0, size=256, max_per_shard=64)
     samples = [
@@ -161,9 +162,9 @@ def cases(args: argparse.Namespace, shards: Path, out: Path) -> list[Case]:
 
 def run_one(config: str, overrides: list[str]) -> int:
     """In this process: one pretraining run, then its peak GPU memory into OUTPUT_DIR/peak_memory.json."""
-    from ssl_benthic.config import load_config
-    from ssl_benthic.pretrain_config import PretrainConfig
-    from ssl_benthic.train import pretrain
+    from ssl_benthic.core.config import load_config
+    from ssl_benthic.pretrain.config import PretrainConfig
+    from ssl_benthic.pretrain.run import pretrain
 
     cfg = load_config(PretrainConfig, config, overrides)
     out = pretrain(cfg)

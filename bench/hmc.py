@@ -68,7 +68,7 @@ def _run(job: tuple[tuple[str, ...], str, int, str, int | None]) -> list[dict]:
     import torch
 
     torch.set_num_threads(1)
-    from hml_finetune.hmc import HMCSettings, run_seed_variants
+    from hml_finetune.hmc.run import HMCSettings, run_seed_variants
 
     rows, dataset, seed, data_dir, epochs = job
     variants = [HMCSettings(**ROWS[row], epochs=epochs) for row in rows]
@@ -154,7 +154,7 @@ def _candidate_target(runs: list[dict], row: str, datasets: list[str]) -> str:
 
 def targets(runs: list[dict], datasets: list[str]) -> list[str]:
     """The issue's three targets, checked on seed means per dataset."""
-    from hml_finetune.hmc import PUBLISHED_AUPRC
+    from hml_finetune.hmc.run import PUBLISHED_AUPRC
 
     base = BASELINES[0]
     auprc = _means(runs, base, "au_prc", datasets)
@@ -185,7 +185,7 @@ def targets(runs: list[dict], datasets: list[str]) -> list[str]:
 
 def render(runs: list[dict], datasets: list[str], command: str) -> str:
     """The markdown report: per-dataset AU(PRC) per row, then macro scores and tests per row."""
-    from hml_finetune.hmc import PUBLISHED_AUPRC
+    from hml_finetune.hmc.run import PUBLISHED_AUPRC
 
     runs = [x for x in runs if x["dataset"] in datasets]  # tests pair within these only
     rows = [r for r in ROWS if any(x["row"] == r for x in runs)]
@@ -251,7 +251,7 @@ def render(runs: list[dict], datasets: list[str], command: str) -> str:
 
 
 def main() -> None:
-    from hml_finetune.hmc import FUN_DATASETS, default_data_dir, parse_seeds
+    from hml_finetune.hmc.run import FUN_DATASETS, default_data_dir, parse_seeds
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=os.environ.get("HMC_DATA_DIR") or default_data_dir())

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-from hml_finetune.finetune_config import FinetuneConfig
-from hml_finetune.train import run_finetune
-from ssl_benthic.config import apply_overrides, from_dict
-from ssl_benthic.data.sample import make_sample
+from hml_finetune.finetune.config import FinetuneConfig
+from hml_finetune.finetune.train import run_finetune
+from ssl_benthic.core.config import apply_overrides, from_dict
+from ssl_benthic.data.sample.make_sample import make_sample
 
 
 class EpochTimer(pl.Callback):

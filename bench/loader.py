@@ -24,13 +24,14 @@ from pathlib import Path
 
 import torch
 
-from ssl_benthic.augment import WorkerCrops, make_crop_loader, plan_views
 from ssl_benthic.data.images import resized_jpeg
-from ssl_benthic.data.reader import iter_samples, make_loader
-from ssl_benthic.data.sample import make_sample
-from ssl_benthic.data.shards import ShardSample, write_shards
-from ssl_benthic.methods import get_method
-from ssl_benthic.pretrain_config import TransformConfig
+from ssl_benthic.data.sample.make_sample import make_sample
+from ssl_benthic.data.shards.format import ShardSample
+from ssl_benthic.data.shards.reader import iter_samples, make_loader
+from ssl_benthic.data.shards.writer import write_shards
+from ssl_benthic.pretrain.augment import WorkerCrops, make_crop_loader, plan_views
+from ssl_benthic.pretrain.config import TransformConfig
+from ssl_benthic.pretrain.methods import get_method
 
 METHODS = ["byol", "mocov2", "mocov3", "dino", "barlowtwins", "simclr", "simsiam"]
 GPU_RATE = 1400.0  # images/s one GPU trains BYOL ResNet-50 at 224 px (the figure)

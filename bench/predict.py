@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hml_finetune.finetune_config import FinetuneConfig
-from hml_finetune.inference import load_for_inference, predict_batch
-from hml_finetune.predict import run_predict
-from hml_finetune.train import run_finetune
-from ssl_benthic.config import apply_overrides, from_dict
-from ssl_benthic.data.sample import make_sample
+from hml_finetune.finetune.config import FinetuneConfig
+from hml_finetune.finetune.inference import load_for_inference, predict_batch
+from hml_finetune.finetune.train import run_finetune
+from hml_finetune.predict.run import run_predict
+from ssl_benthic.core.config import apply_overrides, from_dict
+from ssl_benthic.data.sample.make_sample import make_sample
 
 
 def tiny_model(root: Path, backbone: str, img_size: int) -> Path:

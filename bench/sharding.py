@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ssl_benthic.data.sources import make_shards_from_csv
-from ssl_benthic.data.verify import verify_shards
+from ssl_benthic.data.shards.verify import verify_shards
+from ssl_benthic.data.sources.tables import make_shards_from_csv
 
 
 def draw_photo(i: int, size: tuple[int, int] = (512, 384)) -> bytes:

@@ -20,14 +20,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.functional import pil_to_tensor
 
-from ssl_benthic.data.reader import (
+from ssl_benthic.data.shards.format import check_key
+from ssl_benthic.data.shards.reader import (
     IMAGE_EXTS,
     iter_samples,
     load_manifest,
     make_loader,
     open_image,
 )
-from ssl_benthic.data.shards import check_key
 
 
 class LooseFiles(Dataset):

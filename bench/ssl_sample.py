@@ -27,15 +27,15 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ssl_benthic.backbones import create_backbone
-from ssl_benthic.config import load_config
-from ssl_benthic.data.reader import iter_samples
-from ssl_benthic.data.sample import make_sample
-from ssl_benthic.export import export_backbone
-from ssl_benthic.knn_monitor import embed, knn_top1, label_at_depth
-from ssl_benthic.methods.base import eval_transform
-from ssl_benthic.pretrain_config import PretrainConfig
-from ssl_benthic.train import pretrain
+from ssl_benthic.core.config import load_config
+from ssl_benthic.data.sample.make_sample import make_sample
+from ssl_benthic.data.shards.reader import iter_samples
+from ssl_benthic.pretrain.config import PretrainConfig
+from ssl_benthic.pretrain.knn_monitor import embed, knn_top1, label_at_depth
+from ssl_benthic.pretrain.methods.base import eval_transform
+from ssl_benthic.pretrain.run import pretrain
+from ssl_benthic.weights.backbones import create_backbone
+from ssl_benthic.weights.export import export_backbone
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE_C = (0.001, 0.01, 0.1, 1.0)

@@ -21,12 +21,12 @@ import pytorch_lightning as pl
 import torch
 from lightly.models.utils import update_momentum
 
-from ssl_benthic.config import from_dict
-from ssl_benthic.data.reader import make_loader
-from ssl_benthic.data.sample import make_sample
-from ssl_benthic.methods import get_method
-from ssl_benthic.pretrain_config import PretrainConfig
-from ssl_benthic.train import pretrain
+from ssl_benthic.core.config import from_dict
+from ssl_benthic.data.sample.make_sample import make_sample
+from ssl_benthic.data.shards.reader import make_loader
+from ssl_benthic.pretrain.config import PretrainConfig
+from ssl_benthic.pretrain.methods import get_method
+from ssl_benthic.pretrain.run import pretrain
 
 
 def recipe(args: argparse.Namespace, shards: Path, out: Path) -> PretrainConfig:

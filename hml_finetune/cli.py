@@ -6,8 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from hml_finetune.finetune_config import LOSSES, MEASURES
-from hml_finetune.predict_writers import FORMATS
+from hml_finetune.finetune.config import LOSSES, MEASURES
+from hml_finetune.predict.writers import FORMATS
 from ssl_benthic.cli import add_debug_flag, add_run_flags, run_handler, split_debug
 
 
@@ -57,14 +57,14 @@ def _add_hmc(sub: argparse._SubParsersAction) -> None:
         help="seeds trained at once, one process and one thread each (on CPU: one per core)",
     )
     p.add_argument("--out", default="runs/hmc", help="folder for the CSV and the markdown summary")
-    p.set_defaults(handler="hml_finetune.hmc:cli_hmc")
+    p.set_defaults(handler="hml_finetune.hmc.run:cli_hmc")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="fine-tune or linear-probe HML heads on labelled image shards")
     p.add_argument("--config", required=True, help="YAML recipe under configs/finetune/")
     add_run_flags(p)
-    p.set_defaults(handler="hml_finetune.train:cli_train")
+    p.set_defaults(handler="hml_finetune.finetune.train:cli_train")
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -72,7 +72,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--shards", required=True, help="labelled shard folder")
     p.add_argument("--out", default=None, help="where to write metrics JSON and markdown")
-    p.set_defaults(handler="hml_finetune.evaluate:cli_evaluate")
+    p.set_defaults(handler="hml_finetune.finetune.evaluate:cli_evaluate")
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
@@ -100,7 +100,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-workers", type=int, default=4, help="loader processes decoding images")
     p.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda")
     p.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
-    p.set_defaults(handler="hml_finetune.predict:cli_predict")
+    p.set_defaults(handler="hml_finetune.predict.run:cli_predict")
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
@@ -109,7 +109,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", required=True, help="e.g. configs/finetune/compare_sample.yaml")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
-    p.set_defaults(handler="hml_finetune.compare:cli_compare")
+    p.set_defaults(handler="hml_finetune.compare.run:cli_compare")
 
 
 def build_parser() -> argparse.ArgumentParser:

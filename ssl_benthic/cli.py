@@ -14,7 +14,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from ssl_benthic.errors import EXIT_INTERRUPTED, Interrupted, UserError
+from ssl_benthic.core.errors import EXIT_INTERRUPTED, Interrupted, UserError
 
 
 def _add_make_sample(sub: argparse._SubParsersAction) -> None:
@@ -45,7 +45,7 @@ def _add_make_sample(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="replace a non-empty --out (only once the new sample is complete)",
     )
-    p.set_defaults(handler="ssl_benthic.data.sample:cli_make_sample")
+    p.set_defaults(handler="ssl_benthic.data.sample.make_sample:cli_make_sample")
 
 
 def _add_make_survey(sub: argparse._SubParsersAction) -> None:
@@ -58,7 +58,7 @@ def _add_make_survey(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-images", type=int, default=60, help="photographs")
     p.add_argument("--size", type=int, default=128, help="photograph side in pixels")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
-    p.set_defaults(handler="ssl_benthic.data.sample_survey:cli_make_survey")
+    p.set_defaults(handler="ssl_benthic.data.sample.make_survey:cli_make_survey")
 
 
 def bounded(kind: type, ok: object, what: str) -> object:
@@ -196,7 +196,7 @@ def _add_make_shards(sub: argparse._SubParsersAction) -> None:
         help="reuse the finished shards that an interrupted run of the same command left in "
         ".OUT.partial-PID beside --out (each re-checked by sha256); write the rest",
     )
-    p.set_defaults(handler="ssl_benthic.data.make_shards_cli:cli_make_shards")
+    p.set_defaults(handler="ssl_benthic.data.sources.make_shards:cli_make_shards")
 
 
 def _add_verify(sub: argparse._SubParsersAction) -> None:
@@ -214,13 +214,13 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
         default=1,
         help="processes that check shards (about one per core)",
     )
-    p.set_defaults(handler="ssl_benthic.data.verify:cli_verify_shards")
+    p.set_defaults(handler="ssl_benthic.data.shards.verify:cli_verify_shards")
 
 
 def _add_summary(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("summary", help="counts per split, head and depth of a shard folder")
     p.add_argument("dir", help="folder with manifest.json (or a folder of such folders)")
-    p.set_defaults(handler="ssl_benthic.data.summary:cli_summary")
+    p.set_defaults(handler="ssl_benthic.data.shards.summary:cli_summary")
 
 
 def _add_pretrain(sub: argparse._SubParsersAction) -> None:
@@ -229,7 +229,7 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
         "--config", required=True, help="YAML recipe, e.g. configs/pretrain/byol_sample.yaml"
     )
     add_run_flags(p)
-    p.set_defaults(handler="ssl_benthic.train:cli_pretrain")
+    p.set_defaults(handler="ssl_benthic.pretrain.run:cli_pretrain")
 
 
 def add_run_flags(p: argparse.ArgumentParser) -> None:
@@ -252,7 +252,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="a pretraining checkpoint (.ckpt)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace an export already in --out")
-    p.set_defaults(handler="ssl_benthic.export:cli_export")
+    p.set_defaults(handler="ssl_benthic.weights.export:cli_export")
 
 
 def _add_import_weights(sub: argparse._SubParsersAction) -> None:
@@ -284,7 +284,7 @@ def _add_import_weights(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mean", type=float, nargs=3, help="pretraining normalisation mean (R G B)")
     p.add_argument("--std", type=float, nargs=3, help="pretraining normalisation std (R G B)")
     p.add_argument("--overwrite", action="store_true", help="replace an export already in --out")
-    p.set_defaults(handler="ssl_benthic.import_weights:cli_import_weights")
+    p.set_defaults(handler="ssl_benthic.weights.import_weights:cli_import_weights")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,7 +3,6 @@
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("PYTHONHASHSEED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for model hubs
 
 import torch  # noqa: E402

@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
-from ssl_benthic.errors import DataError, UserError
+from ssl_benthic.core.errors import DataError, UserError
 
 DEFAULT_ENCODING = "utf-8-sig"  # UTF-8, with or without the byte-order mark spreadsheets write
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from ssl_benthic.errors import DataError
+from ssl_benthic.core.errors import DataError
 
 SUFFIX_EXT = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".webp": "webp"}
 CONVERTIBLE_SUFFIXES = (".tif", ".tiff", ".bmp")  # read only when re-encoding (--resize)

@@ -1,0 +1,351 @@
+"""The comparison report: `report.md` (a table per head, mean +- std over seeds), `results.json` (one
+row per run and head) and matplotlib plots, from the cells of a `compare` grid.
+
+Every cell of the grid appears: cells that failed, were skipped or never ran (an interrupted grid)
+are listed with their reason, and the report says it is partial. A head a run could not score (no
+test labels) reads "no test labels" in its table and `head_status` in results.json, never 0.000.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+import numpy as np  # noqa: E402
+from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter  # noqa: E402
+
+from hml_finetune.finetune.results import NO_TEST_LABELS, RARE_FREQ, SCORED, json_safe  # noqa: E402
+
+__all__ = ["Cell", "METRICS", "write_report", "result_rows"]
+
+METRICS = {
+    "au_prc": "AU(PRC)",
+    "macro_recall": "macro recall",
+    "macro_f1": "macro F1",
+    "rare_recall": "rare recall",
+}
+STATUSES = ("done", "failed", "skipped", "missing")
+ZERO_FREQ = 1e-3  # where nodes never positive in training sit on the log axis
+
+
+@dataclass
+class Cell:
+    """One run of the grid. status: done | failed | skipped | missing (not run yet / interrupted);
+    `result` is the run's metrics.json when done, `error` the reason otherwise."""
+
+    start: str
+    mode: str
+    loss: str
+    seed: int
+    run_dir: Path
+    status: str = "missing"
+    error: str | None = None
+    result: dict[str, Any] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.start}-{self.mode}-{self.loss}-s{self.seed}"
+
+    @property
+    def group(self) -> tuple[str, str, str]:
+        return (self.start, self.mode, self.loss)
+
+
+def _num(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _head_status(m: dict[str, Any]) -> str:
+    """'scored' or 'no test labels' (metrics written before `status` existed were scored)."""
+    return m.get("status") or SCORED
+
+
+def result_rows(cells: Sequence[Cell]) -> list[dict[str, Any]]:
+    """One row per done run and head (`head_status`: scored or no test labels, `threshold_rule`);
+    one row with head None for every other cell."""
+    rows = []
+    for c in cells:
+        base = {"start": c.start, "mode": c.mode, "loss": c.loss, "seed": c.seed}
+        heads = (c.result or {}).get("heads", {}) if c.status == "done" else {}
+        for head, m in heads.items():
+            scores = {k: m.get(k) for k in METRICS}
+            extra = {"head_status": _head_status(m), "threshold_rule": m.get("threshold_rule")}
+            rows.append({**base, "head": head, **scores, "status": "done", **extra})
+        if not heads:
+            empty = dict.fromkeys(METRICS)
+            rows.append({**base, "head": None, **empty, "status": c.status, "error": c.error})
+    return json_safe(rows)
+
+
+def _heads(cells: Sequence[Cell]) -> list[str]:
+    heads: dict[str, None] = {}
+    for c in cells:
+        if c.status == "done":
+            heads.update(dict.fromkeys((c.result or {}).get("heads", {})))
+    return list(heads)
+
+
+def _groups(cells: Sequence[Cell]) -> dict[tuple[str, str, str], list[Cell]]:
+    """Cells by (start, mode, loss), in grid order."""
+    groups: dict[tuple[str, str, str], list[Cell]] = {}
+    for c in cells:
+        groups.setdefault(c.group, []).append(c)
+    return groups
+
+
+def _done(group: list[Cell], head: str) -> list[dict[str, Any]]:
+    return [
+        c.result["heads"][head]
+        for c in group
+        if c.status == "done" and head in (c.result or {}).get("heads", {})
+    ]
+
+
+def _mean_std(values: list[float]) -> str:
+    """'mean ± std' (sample std, ddof 1) over the finite values; '-' when there are none."""
+    vals = [v for v in values if math.isfinite(v)]
+    if not vals:
+        return "-"
+    if len(vals) == 1:
+        return f"{vals[0]:.3f}"
+    return f"{np.mean(vals):.3f} ± {np.std(vals, ddof=1):.3f}"
+
+
+def _head_table(cells: Sequence[Cell], head: str) -> list[str]:
+    lines = [
+        f"### {head}",
+        "",
+        "| start | mode | loss | " + " | ".join(METRICS.values()) + " | seeds done |",
+        "|---" * (len(METRICS) + 4) + "|",
+    ]
+    for (start, mode, loss), group in _groups(cells).items():
+        runs = _done(group, head)
+        scored = [m for m in runs if _head_status(m) != NO_TEST_LABELS]
+        stats = " | ".join(_mean_std([_num(m.get(k)) for m in scored]) for k in METRICS)
+        if runs and not scored:
+            stats = " | ".join([NO_TEST_LABELS] * len(METRICS))
+        done = f"{len(runs)}/{len(group)}"
+        if 0 < len(scored) < len(runs):
+            done += f" ({len(runs) - len(scored)} with {NO_TEST_LABELS})"
+        lines.append(f"| {start} | {mode} | {loss} | {stats} | {done} |")
+    return lines + [""]
+
+
+def _label(group: tuple[str, str, str]) -> str:
+    return " / ".join(group)
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+DEPTH_PANELS = (("precision_micro", "precision"), ("recall_micro", "recall"), ("f1_micro", "F1"))
+
+
+def _depth_means(members: list[Cell], head: str, key: str) -> dict[int, float]:
+    """Per depth, the mean of `key` over the done seeds (NaN where no seed has a value)."""
+    per_depth: dict[int, list[float]] = {}
+    for m in _done(members, head):
+        for depth, d in m.get("per_depth", {}).items():
+            per_depth.setdefault(int(depth), []).append(_num(d.get(key)))
+    return {
+        d: float(np.nanmean(v)) if not np.all(np.isnan(v)) else math.nan
+        for d, v in sorted(per_depth.items())
+    }
+
+
+def _depths_without_positives(cells: Sequence[Cell], head: str) -> set[int]:
+    """Depths at which no done run of the head has a test positive (no recall or F1 there)."""
+    seen: dict[int, int] = {}
+    for c in cells:
+        m = (c.result or {}).get("heads", {}).get(head) if c.status == "done" else None
+        for depth, d in (m or {}).get("per_depth", {}).items():
+            seen[int(depth)] = seen.get(int(depth), 0) + int(d.get("n_nodes_with_positives", 0))
+    return {d for d, n in seen.items() if n == 0}
+
+
+def plot_depth_scores(cells: Sequence[Cell], head: str, path: Path) -> Path:
+    """Micro precision, recall and F1 per depth side by side, one line per start / mode / loss
+    (mean over the done seeds): which start labels deeper *and* more precisely. A depth with no
+    test positives has no recall or F1: it is shaded and labelled, not drawn as 0."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), sharey=True)
+    empty = _depths_without_positives(cells, head)
+    for ax, (key, name) in zip(axes, DEPTH_PANELS, strict=True):
+        for group, members in _groups(cells).items():
+            means = _depth_means(members, head, key)
+            depths = [d for d, v in means.items() if not math.isnan(v) and d not in empty]
+            if depths:
+                ax.plot(depths, [means[d] for d in depths], "o-", label=_label(group))
+        for d in sorted(empty):
+            ax.axvspan(d - 0.4, d + 0.4, color="0.9", zorder=0)
+            ax.text(d, 0.5, "no test\npositives", ha="center", va="center", fontsize=7, color="0.4")
+        ax.set(xlabel="depth", title=f"{head}: {name} per depth", ylim=(0, 1.02))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].set_ylabel("micro score (mean over seeds)")
+    axes[-1].legend(fontsize=7)
+    return _save(fig, path)
+
+
+def _first_seed(members: list[Cell], head: str) -> dict[str, Any] | None:
+    runs = [c for c in members if c.status == "done" and head in c.result.get("heads", {})]
+    return min(runs, key=lambda c: c.seed).result["heads"][head] if runs else None
+
+
+def plot_pr_curves(cells: Sequence[Cell], head: str, path: Path) -> Path:
+    """Micro precision-recall curve of the lowest done seed, one per start / mode / loss."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for group, members in _groups(cells).items():
+        m = _first_seed(members, head)
+        if m and m.get("pr_curve", {}).get("recall"):
+            ax.plot(m["pr_curve"]["recall"], m["pr_curve"]["precision"], label=_label(group))
+    ax.set(xlabel="recall", ylabel="precision", title=f"{head}: micro PR (lowest seed)")
+    ax.set(xlim=(0, 1), ylim=(0, 1.02))
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_rare_recall(cells: Sequence[Cell], head: str, path: Path) -> Path:
+    """Per-node test recall against training frequency n_j / N_j (log x), lowest done seed."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for group, members in _groups(cells).items():
+        m = _first_seed(members, head)
+        rows = [
+            r
+            for r in (m or {}).get("per_node", [])
+            if r.get("test_positives") and r.get("train_freq") is not None
+        ]
+        if rows:
+            freq = np.maximum([r["train_freq"] for r in rows], ZERO_FREQ)
+            ax.scatter(
+                freq, [_num(r["recall"]) for r in rows], s=14, alpha=0.7, label=_label(group)
+            )
+    ax.axvline(RARE_FREQ, color="grey", linestyle="--", linewidth=1, label=f"rare < {RARE_FREQ}")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10))  # labels at powers of ten only:
+    ax.xaxis.set_minor_formatter(NullFormatter())  # unlabelled minor ticks never overlap
+    ax.set_xlim(ZERO_FREQ / 1.5, 1.5)  # 10^-3 (never positive) to 10^0 always labelled
+    ax.set(
+        xlabel=f"node training frequency (0 drawn at {ZERO_FREQ})",
+        ylabel="test recall",
+        title=f"{head}: node recall vs frequency (lowest seed)",
+        ylim=(-0.03, 1.03),
+    )
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def _status_lines(cells: Sequence[Cell]) -> list[str]:
+    counts = {s: sum(c.status == s for c in cells) for s in STATUSES}
+    summary = ", ".join(f"{n} {s}" for s, n in counts.items())
+    if counts["failed"] or counts["missing"]:
+        head = (
+            f"**PARTIAL grid**: {summary} of {len(cells)} cells. Re-run the same command to resume."
+        )
+    elif counts["skipped"]:
+        head = f"Grid complete except skipped cells: {summary} of {len(cells)} cells."
+    else:
+        head = f"Grid complete: {counts['done']} of {len(cells)} cells done."
+    lines = [head, ""]
+    others = [c for c in cells if c.status != "done"]
+    lines += ["## Cells not done", ""]
+    if not others:
+        return lines + ["None.", ""]
+    lines += ["| cell | status | reason |", "|---|---|---|"]
+    for c in others:
+        reason = (c.error or "not run (grid interrupted or not reached)").replace("\n", " ")
+        lines.append(f"| {c.name} | {c.status} | {reason.replace('|', '/')[:300]} |")
+    return lines + [""]
+
+
+def _weights_lines(cells: Sequence[Cell]) -> list[str]:
+    """Which weights each start's done runs used: file and sha256 (every distinct one, so an
+    export remade in the middle of a grid shows as two rows)."""
+    seen: dict[tuple[str, str | None, str | None], int] = {}
+    for c in cells:
+        w = (c.result or {}).get("weights") if c.status == "done" else None
+        if w is not None:
+            key = (c.start, w.get("file"), w.get("sha256"))
+            seen[key] = seen.get(key, 0) + 1
+    lines = ["## Weights per start", "", "| start | file | sha256 | runs |", "|---|---|---|---|"]
+    for (start, file, sha), n in seen.items():
+        lines.append(f"| {start} | {file or '- (random init or the hub)'} | {sha or '-'} | {n} |")
+    return lines + [""]
+
+
+def _rel(path: Path, root: Path) -> str:
+    return os.path.relpath(path, root)
+
+
+def _link(path: Path, root: Path) -> str:
+    """A markdown link relative to the report, or '-' when the file does not exist."""
+    return f"[{path.name}]({_rel(path, root)})" if path.is_file() else "-"
+
+
+def write_report(
+    output_dir: str | Path,
+    cells: Sequence[Cell],
+    *,
+    commands: Sequence[str] = (),
+    configs: Sequence[str | Path] = (),
+    plots: bool = True,
+) -> Path:
+    """Write output_dir/report.md, results.json and (plots=True) plots/*.png; return report.md.
+
+    `commands`: the exact commands that made the grid; `configs`: config files to link.
+    """
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(result_rows(cells), indent=2) + "\n")
+    heads = _heads(cells)
+    lines = ["# Comparison report", ""] + _status_lines(cells)
+    lines += ["## Test metrics per head (mean ± std over seeds)", ""]
+    lines += [
+        f"Rare nodes: 0 < training frequency < {RARE_FREQ} with test positives ('-': none).",
+        "",
+    ]
+    for head in heads:
+        lines += _head_table(cells, head)
+    if plots and heads:
+        (out / "plots").mkdir(exist_ok=True)
+        lines += ["## Plots", ""]
+        for head in heads:
+            for kind, plot in (
+                ("depth_scores", plot_depth_scores),
+                ("pr", plot_pr_curves),
+                ("rare_recall", plot_rare_recall),
+            ):
+                png = plot(cells, head, out / "plots" / f"{head}_{kind}.png")
+                lines.append(f"![{head} {kind}]({_rel(png, out)})")
+            lines.append("")
+    lines += _weights_lines(cells)
+    lines += ["## Commands", "", "```"] + list(commands) + ["```", ""]
+    lines += ["## Configs", ""]
+    lines += [f"- {_link(Path(p), out)} ({p})" for p in configs]
+    reproduce = "`hml-finetune train --config <run>/config.yaml --overwrite` reruns one cell."
+    lines += [
+        "",
+        "## All cells",
+        "",
+        reproduce,
+        "",
+        "| cell | status | metrics | config |",
+        "|---|---|---|---|",
+    ]
+    for c in cells:
+        links = [_link(c.run_dir / f, out) for f in ("metrics.md", "config.yaml")]
+        lines.append(f"| {c.name} | {c.status} | {links[0]} | {links[1]} |")
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,1 +1,0 @@
-"""Labelled data for stage 2: HMC ARFF files (tabular benchmarks) and shard labels."""

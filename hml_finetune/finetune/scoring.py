@@ -1,0 +1,184 @@
+"""Scoring a trained stage-2 model: thresholds tuned on val, metrics per head on test, the run's
+metrics.json/.md and model.ckpt.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from hml_finetune.finetune.config import FinetuneConfig
+from hml_finetune.finetune.data import align_split
+from hml_finetune.finetune.labels import LabelledSplit, encode_singles, encode_split
+from hml_finetune.finetune.lightning_module import HMLModule
+from hml_finetune.finetune.model import HMLModel, cached_features, extract_features, image_transform
+from hml_finetune.finetune.results import head_metrics, single_label_metrics, write_metrics
+from hml_finetune.hml.hierarchy import Hierarchy
+from hml_finetune.hml.metrics import eval_columns
+from hml_finetune.hml.schemes import Scheme
+from hml_finetune.hml.thresholds import (
+    DEFAULT_THRESHOLD,
+    MIN_HEAD_POSITIVES,
+    known_positives,
+    tune_global_threshold,
+    tune_per_node_thresholds,
+)
+
+__all__ = [
+    "process_device",
+    "tune_threshold",
+    "choose_threshold",
+    "score_heads",
+    "split_features",
+    "finish_run",
+    "run_fields",
+]
+
+
+def process_device(cfg: FinetuneConfig) -> torch.device:
+    """This process's device for feature extraction and scoring (LOCAL_RANK's GPU when on GPU)."""
+    want_gpu = cfg.trainer.accelerator in ("gpu", "cuda", "auto")
+    if want_gpu and torch.cuda.is_available():
+        return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+    return torch.device("cpu")
+
+
+def tune_threshold(
+    rule: str | float, probs: torch.Tensor, y: torch.Tensor, m: torch.Tensor, h: Hierarchy
+) -> float | torch.Tensor:
+    """A fixed number, or tuned on validation predictions: 'global' (one) or 'per-node' (K,)."""
+    if rule == "global":
+        return tune_global_threshold(probs, y, m, columns=eval_columns(h))
+    if rule == "per-node":
+        return tune_per_node_thresholds(probs, y, m, columns=eval_columns(h))
+    return float(rule)
+
+
+def choose_threshold(
+    rule: str | float,
+    probs: torch.Tensor,
+    y: torch.Tensor,
+    m: torch.Tensor,
+    h: Hierarchy,
+    head: str,
+) -> tuple[float | torch.Tensor, str]:
+    """A head's threshold and the rule that gave it: 'fixed X', 'global' or 'per-node' (tuned on
+    validation), or `DEFAULT_THRESHOLD` with a warning when the head has fewer than
+    `MIN_HEAD_POSITIVES` known validation positives (tuned on nothing, the lowest grid value wins).
+    """
+    if rule not in ("global", "per-node"):
+        return float(rule), f"fixed {float(rule):g}"
+    n = known_positives(y, m, eval_columns(h))
+    if n < MIN_HEAD_POSITIVES:
+        why = f"{n} validation positives < {MIN_HEAD_POSITIVES}"
+        warnings.warn(
+            f"head {head!r}: {why}: threshold {DEFAULT_THRESHOLD:g} (the default), not tuned",
+            stacklevel=2,
+        )
+        return DEFAULT_THRESHOLD, f"default {DEFAULT_THRESHOLD:g}: {why}"
+    return tune_threshold(rule, probs, y, m, h), str(rule)
+
+
+def score_heads(
+    probs: dict[str, torch.Tensor],
+    split: LabelledSplit,
+    hierarchies: dict[str, Hierarchy],
+    thresholds: dict[str, float | torch.Tensor],
+    train_freq: dict[str, list[float]],
+    schemes: Mapping[str, Scheme],
+    singles: dict[str, list[str]] | None = None,
+    rules: dict[str, str] | None = None,
+) -> dict[str, dict]:
+    """`head_metrics` per HML head (`kind` hierarchical or flat, `threshold_rule` from `rules`),
+    then `single_label_metrics` per single-label head (classes in `singles`), from the predicted
+    probabilities of the samples of `split` (aligned)."""
+    out = {}
+    for head, (y, m) in encode_split(split, hierarchies, schemes).items():
+        freq = torch.tensor(train_freq[head])
+        out[head] = head_metrics(probs[head].cpu(), y, m, hierarchies[head], thresholds[head], freq)
+        out[head]["kind"] = "flat" if schemes[head].flat else "hierarchical"
+        out[head]["scheme"] = schemes[head].record()
+        out[head]["threshold_rule"] = (rules or {}).get(head, "stored")
+    for head, y in encode_singles(split, singles or {}).items():
+        freq = torch.tensor(train_freq[head], dtype=torch.float64)
+        out[head] = single_label_metrics(probs[head].cpu(), y, (singles or {})[head], freq)
+    return out
+
+
+def split_features(
+    cfg: FinetuneConfig, model: HMLModel, shards: str, device: torch.device, cache: bool
+) -> tuple[torch.Tensor, list[str]]:
+    mean, std = list(cfg.data.mean), list(cfg.data.std)
+    if cache:
+        return cached_features(cfg, model.backbone, shards, mean, std, device)
+    transform = image_transform(cfg.data.img_size, mean, std, augment=False)
+    return extract_features(
+        model.backbone, shards, transform, cfg.data.batch_size, device, cfg.trainer.precision
+    )
+
+
+def finish_run(
+    cfg: FinetuneConfig,
+    module: HMLModule,
+    splits: dict[str, LabelledSplit],
+    feats: dict[str, tuple[torch.Tensor, list[str]]],
+) -> dict:
+    """Tune thresholds on val, score test, write metrics and model.ckpt; the result dict."""
+    model, hierarchies, meta = module.model, module.hierarchies, module.meta
+    device = process_device(cfg)
+    model.to(device)
+    for name in ("val", "test"):
+        if name not in feats:
+            feats[name] = split_features(cfg, model, getattr(cfg.data, name), device, False)
+    thresholds: dict[str, float | torch.Tensor] = {}
+    rules: dict[str, str] = {}
+    val_f, val_keys = feats["val"]
+    val_split = align_split(splits["val"], val_keys)
+    val_probs = model.eval().predict_features(val_f.to(device))
+    schemes = module.data.schemes
+    for head, (y, m) in encode_split(val_split, hierarchies, schemes).items():
+        thresholds[head], rules[head] = choose_threshold(
+            cfg.threshold, val_probs[head].cpu(), y, m, hierarchies[head], head
+        )
+    test_f, test_keys = feats["test"]
+    heads = score_heads(
+        model.predict_features(test_f.to(device)),
+        align_split(splits["test"], test_keys),
+        hierarchies,
+        thresholds,
+        meta["train_freq"],
+        schemes,
+        model.single,
+        rules,
+    )
+    meta["thresholds"] = {h: t.tolist() if torch.is_tensor(t) else t for h, t in thresholds.items()}
+    meta["threshold_rules"] = rules
+    result = {
+        "heads": heads,
+        **run_fields(cfg),
+        "train_fraction": cfg.train_fraction,
+        "encoder_noise": cfg.encoder_noise,
+        "n_train": meta["n_train"],
+        "weights": meta["weights"],
+        "output_dir": str(cfg.output_dir),
+    }
+    out = Path(cfg.output_dir)
+    write_metrics(result, out)
+    model.cpu()
+    torch.save({"state_dict": model.state_dict(), "hml_finetune": meta}, out / "model.ckpt")
+    return result
+
+
+def run_fields(cfg: FinetuneConfig) -> dict:
+    """What identifies a run in results and reports: start, mode, loss, seed, threshold rule."""
+    return {
+        "start": cfg.backbone.weights,
+        "mode": cfg.mode,
+        "loss": cfg.loss.name,
+        "seed": cfg.seed,
+        "threshold": cfg.threshold,
+    }

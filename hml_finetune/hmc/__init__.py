@@ -1,0 +1,1 @@
+"""The tabular HMC benchmark (C-HMCNN protocol): ARFF files and the `hmc` command."""

@@ -1,0 +1,1 @@
+"""`predict`: labels for new images, shards and points, written by registered writers."""

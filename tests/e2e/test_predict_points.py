@@ -1,0 +1,168 @@
+"""`predict` on point exports: the CoralNet round trip (export -> shards -> model -> export with
+machine suggestions), patches cut exactly as make-shards cuts them, SQUIDLE+ points and frames."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fixtures.finetune import make_cfg
+from PIL import Image
+
+from hml_finetune.cli import main as hml_main
+from hml_finetune.finetune.train import run_finetune
+from ssl_benthic.cli import main as ssl_main
+
+MAP = {
+    "SPON": "[BIOTA] > Biota > Sponges",
+    "CNID": "[BIOTA] > Biota > Cnidaria",
+    "ACRO": "[BIOTA] > Biota > Cnidaria > Corals",
+    "SAND": "[SUBSTRATE] > Substrate > Unconsolidated (soft)",
+}
+
+
+@pytest.fixture(scope="module")
+def survey(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """12 photographs of 48 x 64 px, 4 points each (corners and borders too), a label map, the
+    CoralNet export, its grouped patch shards and a tiny model trained on them."""
+    root = tmp_path_factory.mktemp("coralnet")
+    rng = np.random.default_rng(0)
+    (root / "photos").mkdir()
+    rows, codes = [], list(MAP)
+    for i in range(12):
+        name = f"img{i:02d}.png"
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(
+            root / "photos" / name
+        )
+        for j, (r, c) in enumerate(((0, 0), (47, 63), (24, 5), (10, 40))):
+            rows.append({"Name": name, "Row": r, "Column": c, "Label": codes[(i + j) % 4]})
+    export = root / "annotations.csv"
+    with export.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["Name", "Row", "Column", "Label"])
+        writer.writeheader()
+        writer.writerows(rows)
+    label_map = root / "map.csv"
+    label_map.write_text("code,path\n" + "".join(f"{c},{p}\n" for c, p in MAP.items()))
+    shards = root / "shards"
+    args = ["make-shards", "--coralnet", str(export), "--images-root", str(root / "photos")]
+    args += ["--label-map", str(label_map), "--patch", "16", "--patch-format", "png"]
+    args += ["--split", "train=0.5,val=0.25,test=0.25", "--group-by", "image", "--out", str(shards)]
+    assert ssl_main(args) == 0
+    run_finetune(make_cfg(shards, root / "run", "data.img_size=16", "threshold=0.5"))
+    return {"root": root, "export": export, "shards": shards, "ckpt": root / "run" / "model.ckpt"}
+
+
+def _predict(s: dict[str, Path], out: Path, *args: str) -> int:
+    base = ["predict", "--checkpoint", str(s["ckpt"]), "--out", str(out), "--num-workers", "0"]
+    return hml_main([*base, *args])
+
+
+def test_coralnet_round_trip_fills_machine_suggestions_from_the_label_map(survey, tmp_path):
+    out = tmp_path / "suggested.csv"
+    args = ["--coralnet", str(survey["export"]), "--images-root", str(survey["root"] / "photos")]
+    assert (
+        _predict(survey, out, *args, "--patch", "16", "--format", "coralnet", "--top-k", "3") == 0
+    )
+    original = list(csv.DictReader(survey["export"].open()))
+    written = list(csv.DictReader(out.open()))
+    assert [(r["Name"], r["Row"], r["Column"], r["Label"]) for r in written] == [
+        (r["Name"], r["Row"], r["Column"], r["Label"]) for r in original
+    ]
+    for r in written:
+        codes = [r[f"Machine suggestion {i}"] for i in (1, 2, 3)]
+        confidence = [int(r[f"Machine confidence {i}"]) for i in (1, 2, 3)]
+        assert set(codes) <= set(MAP) and len(set(codes)) == 3
+        assert confidence == sorted(confidence, reverse=True) and 0 <= confidence[-1] <= 100
+
+
+def test_points_are_cut_as_make_shards_cut_them(survey, tmp_path):
+    """The same probabilities from the export's points as from the shards' stored patches."""
+    from_points, from_shards = tmp_path / "points.jsonl", tmp_path / "shards.jsonl"
+    args = ["--coralnet", str(survey["export"]), "--images-root", str(survey["root"] / "photos")]
+    assert _predict(survey, from_points, *args, "--patch", "16", "--format", "jsonl") == 0
+    assert (
+        _predict(
+            survey, from_shards, "--shards", str(survey["shards"] / "test"), "--format", "jsonl"
+        )
+        == 0
+    )
+    by_place = {
+        (r["image"], r["row"], r["column"]): r
+        for r in map(json.loads, from_points.read_text().splitlines())
+    }
+    shard_records = [json.loads(line) for line in from_shards.read_text().splitlines()]
+    assert len(shard_records) == 12  # the test split: 3 photographs x 4 points
+    for r in shard_records:
+        twin = by_place[(r["image"], r["row"], r["column"])]
+        for head, pred in r["heads"].items():
+            for node, p in pred["probabilities"].items():
+                assert twin["heads"][head]["probabilities"][node] == pytest.approx(p, abs=1e-6)
+
+
+def test_squidle_points_and_whole_frames(survey, tmp_path):
+    export = tmp_path / "dataframe.csv"
+    rows = [
+        {
+            "point.media.key": "img00.png",
+            "point.x": "0.5",
+            "point.y": "0.25",
+            "label.lineage_names": "Biota > Sponges",
+        },
+        {
+            "point.media.key": "img01.png",
+            "point.x": "",
+            "point.y": "",
+            "label.lineage_names": "Biota",
+        },
+        {
+            "point.media.key": "gone.png",
+            "point.x": "0.1",
+            "point.y": "0.1",
+            "label.lineage_names": "Biota",
+        },
+    ]
+    with export.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    out = tmp_path / "squidle.csv"
+    args = [
+        "--squidle",
+        str(export),
+        "--images-root",
+        str(survey["root"] / "photos"),
+        "--patch",
+        "16",
+    ]
+    assert _predict(survey, out, *args) == 1  # gone.png: an error row, the others written
+    written = list(csv.DictReader(out.open()))
+    point = [r for r in written if r["image"] == "img00.png"]
+    assert {(r["row"], r["column"]) for r in point} == {("12", "32")}  # floor(0.25*48+.5), 64/2
+    frame = [r for r in written if r["image"] == "img01.png"]
+    assert frame and all(r["row"] == "" and r["error"] == "" for r in frame)
+    gone = [r for r in written if r["image"] == "gone.png"]
+    assert len(gone) == 1 and gone[0]["error"]
+
+
+def test_make_survey_draws_a_reproducible_coralnet_survey(tmp_path):
+    from ssl_benthic.data.sample.make_survey import SURVEY_CODES, make_survey
+
+    counts = make_survey(tmp_path / "a", n_images=4, size=32, points_per_image=3)
+    make_survey(tmp_path / "b", n_images=4, size=32, points_per_image=3)
+    assert counts["images"] == 4 and counts["points"] == 12
+    rows = list(csv.DictReader((tmp_path / "a" / "annotations.csv").open()))
+    assert [(r["Row"], r["Column"]) for r in rows[:2]] == [
+        ("0", "0"),
+        ("31", "16"),
+    ]  # corner, border
+    assert {r["Label"] for r in rows} <= set(SURVEY_CODES)
+    assert (
+        len({r["Label"] for r in rows if r["Name"] == "IMG_0000.jpg"}) == 1
+    )  # one substrate a photo
+    mapped = {r["code"] for r in csv.DictReader((tmp_path / "a" / "label_map.csv").open())}
+    assert mapped == set(SURVEY_CODES)
+    for name in ("annotations.csv", "photos/IMG_0003.jpg"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
