@@ -254,7 +254,7 @@ def main() -> None:
     from hml_finetune.hmc.run import FUN_DATASETS, default_data_dir, parse_seeds
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=os.environ.get("HMC_DATA_DIR") or default_data_dir())
+    parser.add_argument("--data-dir", default=default_data_dir())
     parser.add_argument("--datasets", default=",".join(FUN_DATASETS))
     parser.add_argument("--rows", default=",".join(ROWS), help=f"of: {', '.join(ROWS)}")
     parser.add_argument("--seeds", default="0-2")
@@ -265,7 +265,9 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     if args.data_dir is None:
-        raise SystemExit("error: set --data-dir or HMC_DATA_DIR (../shared/datasets/hmc not found)")
+        raise SystemExit(
+            "error: set --data-dir or HMC_DATA_DIR (the folder of the C-HMCNN ARFF files)"
+        )
     datasets = args.datasets.split(",")
     runs_path = Path(args.runs)
     runs = load_runs(runs_path)

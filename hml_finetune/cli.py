@@ -14,7 +14,7 @@ from ssl_benthic.cli import add_debug_flag, add_run_flags, run_handler, split_de
 def _add_hmc(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("hmc", help="train and score on an HMC ARFF dataset (C-HMCNN protocol)")
     p.add_argument(
-        "--data-dir", default=None, help="folder of the ARFF files (default ../shared/datasets/hmc)"
+        "--data-dir", default=None, help="folder of the ARFF files (default: $HMC_DATA_DIR)"
     )
     p.add_argument("--dataset", required=True, help="e.g. cellcycle_FUN, Diatoms, Enron, ImCLEF07A")
     p.add_argument("--loss", default="mcloss", choices=LOSSES)

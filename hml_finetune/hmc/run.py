@@ -1,6 +1,6 @@
 """The HMC benchmark protocol (C-HMCNN): a 3-layer MLP per dataset, MCLoss variants, seeds, scores.
 
-Protocol (DESIGN "Benchmark numbers to match"): ReLU MLP with two hidden layers of the dataset's
+Protocol (docs/design.md, "Benchmark numbers to match"): ReLU MLP with two hidden layers of the dataset's
 size, dropout 0.7, Adam (lr 1e-4 on FUN, 1e-5 on the others), weight decay 1e-5, batch size 4, a
 fixed epoch count; mean-impute and standard-scale fitted on train+valid. With a fixed threshold
 the model trains on train+valid merged (as published); with a tuned threshold it trains on train
@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import math
 import multiprocessing
+import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -140,10 +141,14 @@ class HMCSplits:
         return HMCSplits(**moved)
 
 
+DATA_DIR_ENV = "HMC_DATA_DIR"
+
+
 def default_data_dir() -> Path | None:
-    """`../shared/datasets/hmc` relative to the working directory, if it exists."""
-    path = Path("..") / "shared" / "datasets" / "hmc"
-    return path if path.is_dir() else None
+    """The folder named by the HMC_DATA_DIR environment variable (where a user unpacked the
+    C-HMCNN ARFF files), if set."""
+    value = os.environ.get(DATA_DIR_ENV)
+    return Path(value) if value else None
 
 
 def dataset_files(data_dir: str | Path, name: str) -> tuple[Path, Path | None, Path]:
@@ -450,7 +455,10 @@ def cli_hmc(args) -> int:
     """`hml-finetune hmc`: train and score one dataset over several seeds."""
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     if data_dir is None:
-        raise ConfigError("--data-dir not given and ../shared/datasets/hmc does not exist")
+        raise ConfigError(
+            f"--data-dir not given and {DATA_DIR_ENV} not set: download the C-HMCNN ARFF files "
+            "(see docs/finetune.md) and pass their folder"
+        )
     settings = HMCSettings(
         loss=args.loss,
         measure=args.measure,
