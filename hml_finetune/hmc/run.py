@@ -1,6 +1,6 @@
 """The HMC benchmark protocol (C-HMCNN): a 3-layer MLP per dataset, MCLoss variants, seeds, scores.
 
-Protocol (docs/design.md, "Benchmark numbers to match"): ReLU MLP with two hidden layers of the dataset's
+Protocol (docs/design.md, "Published numbers to match"): ReLU MLP with two hidden layers of the dataset's
 size, dropout 0.7, Adam (lr 1e-4 on FUN, 1e-5 on the others), weight decay 1e-5, batch size 4, a
 fixed epoch count; mean-impute and standard-scale fitted on train+valid. With a fixed threshold
 the model trains on train+valid merged (as published); with a tuned threshold it trains on train
