@@ -36,7 +36,8 @@ from torchmetrics.functional.classification import (
 
 from hml_finetune.data.labels import IGNORE_INDEX
 from hml_finetune.hierarchy import Hierarchy
-from hml_finetune.metrics import apply_thresholds, eval_columns, evaluate, prf, stat_counts
+from hml_finetune.label_rules import coherent_sets
+from hml_finetune.metrics import eval_columns, evaluate, prf, stat_counts
 
 RARE_FREQ = 0.05
 PR_POINTS = 200
@@ -94,10 +95,9 @@ def node_rows(
     threshold: float | torch.Tensor,
     train_freq: torch.Tensor,
 ) -> list[dict[str, Any]]:
-    """One row per evaluated node: node, depth, train_freq, test positives, recall, f1, ap (NaN
-    where the node has no known test positive)."""
-    thr = torch.as_tensor(threshold, dtype=probs.dtype)
-    tp, fp, fn = stat_counts(apply_thresholds(probs, thr), targets, mask)
+    """One row per evaluated node: node, depth, train_freq, test positives, recall, f1 (of the
+    coherent sets), ap (NaN where the node has no known test positive)."""
+    tp, fp, fn = stat_counts(coherent_sets(probs, threshold, hierarchy), targets, mask)
     _, recall, f1 = prf(tp, fp, fn)
     rows = []
     for j in eval_columns(hierarchy).tolist():

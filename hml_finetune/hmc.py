@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from hml_finetune.data.arff import ArffData, fit_preprocess, read_arff
 from hml_finetune.heads import EnsembleHeads
 from hml_finetune.hierarchy import Hierarchy
+from hml_finetune.label_rules import monotone_thresholds
 from hml_finetune.losses import MCLoss, NodeWeighting
 from hml_finetune.metrics import eval_columns, evaluate
 from hml_finetune.thresholds import tune_global_threshold, tune_per_node_thresholds
@@ -287,7 +288,8 @@ def choose_threshold(
     cols = eval_columns(splits.hierarchy, splits.exclude)
     if settings.threshold == "global":
         return tune_global_threshold(probs, y_valid, mask, columns=cols)
-    return tune_per_node_thresholds(probs, y_valid, mask, columns=cols)
+    tuned = tune_per_node_thresholds(probs, y_valid, mask, columns=cols)
+    return monotone_thresholds(tuned, splits.hierarchy)  # stored = applied (coherent sets)
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -15,6 +15,7 @@ from hml_finetune.data.labels import LabelledSplit, encode_singles, encode_split
 from hml_finetune.finetune_config import FinetuneConfig
 from hml_finetune.head_metrics import head_metrics, single_label_metrics, write_metrics
 from hml_finetune.hierarchy import Hierarchy
+from hml_finetune.label_rules import monotone_thresholds
 from hml_finetune.metrics import eval_columns
 from hml_finetune.model import HMLModel, cached_features, extract_features, image_transform
 from hml_finetune.module import HMLModule
@@ -50,11 +51,14 @@ def process_device(cfg: FinetuneConfig) -> torch.device:
 def tune_threshold(
     rule: str | float, probs: torch.Tensor, y: torch.Tensor, m: torch.Tensor, h: Hierarchy
 ) -> float | torch.Tensor:
-    """A fixed number, or tuned on validation predictions: 'global' (one) or 'per-node' (K,)."""
+    """A fixed number, or tuned on validation predictions: 'global' (one) or 'per-node' (K,), made
+    monotone (t(child) = max(t(child), t(parents))) so the stored thresholds are the ones applied."""
     if rule == "global":
         return tune_global_threshold(probs, y, m, columns=eval_columns(h))
     if rule == "per-node":
-        return tune_per_node_thresholds(probs, y, m, columns=eval_columns(h))
+        return monotone_thresholds(
+            tune_per_node_thresholds(probs, y, m, columns=eval_columns(h)), h
+        )
     return float(rule)
 
 
