@@ -1,5 +1,5 @@
 """`hml-finetune evaluate`: a fine-tuned checkpoint scored on labelled shards with its stored
-thresholds, hierarchies and normalisation.
+temperatures, thresholds, hierarchies, normalisation and label rule (`predict.label_rule`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from hml_finetune.data.labels import (
     require_labels,
 )
 from hml_finetune.head_metrics import metrics_markdown, write_metrics
-from hml_finetune.inference import concat, load_for_inference, probabilities
+from hml_finetune.inference import features, load_for_inference
 from hml_finetune.scoring import run_fields, score_heads
 from hml_finetune.train_data import align_split
 from ssl_benthic.data.reader import iter_samples
@@ -37,7 +37,10 @@ def evaluate_shards(
             f"{len(labels)} samples (heads labelled there: {', '.join(sorted(there))})"
         )
     samples = ((key, image) for key, image, _ in iter_samples(shards))
-    keys, probs = concat(probabilities(f, samples, f.cfg.data.batch_size))
+    keys, feats = features(f, samples, f.cfg.data.batch_size)
+    feats = feats.to(f.device)
+    probs = {h: p.cpu() for h, p in f.model.predict_features(feats).items()}
+    raw = {h: p.cpu() for h, p in f.model.predict_features(feats, calibrated=False).items()}
     heads = score_heads(
         probs,
         align_split(labels, keys),
@@ -47,6 +50,9 @@ def evaluate_shards(
         f.schemes,
         f.model.single,
         f.rules,
+        raw,
+        f.model.temperatures,
+        f.cfg.predict,
     )
     result = {
         "heads": heads,

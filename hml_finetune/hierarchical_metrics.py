@@ -24,12 +24,14 @@ nodes without a known positive child (the deepest annotated nodes).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
 from torchmetrics.functional.classification import binary_calibration_error
 
 from hml_finetune.hierarchy import Hierarchy
+from hml_finetune.label_rules import LABEL_RULES, choose_labels, coherent_sets, is_tree
 
 __all__ = [
     "ECE_BINS",
@@ -40,6 +42,7 @@ __all__ = [
     "mistake_severity",
     "label_accuracy_by_depth",
     "expected_calibration_error",
+    "hierarchical_scores",
 ]
 
 ECE_BINS = 15
@@ -154,3 +157,47 @@ def expected_calibration_error(
     p = probs[:, cols][known].double().clamp(0, 1)
     t = (targets[:, cols][known] > 0.5).long()
     return float(binary_calibration_error(p, t, n_bins=ECE_BINS, norm="l1"))
+
+
+def _mean(values: np.ndarray) -> float:
+    finite = values[~np.isnan(values)]
+    return float(finite.mean()) if len(finite) else math.nan
+
+
+def hierarchical_scores(
+    probs: torch.Tensor,
+    raw_probs: torch.Tensor | None,
+    targets: torch.Tensor,
+    mask: torch.Tensor,
+    h: Hierarchy,
+    threshold: float | torch.Tensor,
+    rule: str = "expected-hops",
+    min_probability: float = 0.5,
+) -> dict[str, Any]:
+    """The `heads.<head>.hierarchical` block of metrics.json: h_precision/h_recall/h_f1 of the
+    coherent sets; hop_distance, mistake_severity (n_mistakes), label_accuracy_by_depth and
+    abstained_by_depth of the labels of `rule` (`label_rule`, threshold on a DAG);
+    hop_distance_by_rule for every rule `h` allows; ece of `probs`, ece_uncalibrated of
+    `raw_probs` (None: `probs`, no calibration); n_labelled (samples with a true label)."""
+    rules = [r for r in LABEL_RULES if r == "threshold" or is_tree(h)]
+    used = rule if rule in rules else "threshold"
+    sets = coherent_sets(probs, threshold, h)
+    out: dict[str, Any] = {**hierarchical_prf(sets, targets, mask, h), "label_rule": used}
+    if used == "min-probability":
+        out["min_probability"] = min_probability
+    by_rule, chosen = {}, None
+    for r in rules:
+        labels, _ = choose_labels(probs, threshold, h, r, min_probability)
+        dist, _ = hop_distances(labels, targets, mask, h)
+        by_rule[r] = _mean(dist)
+        if r == used:
+            chosen, out["n_labelled"] = labels, int((~np.isnan(dist)).sum())
+    out["hop_distance"] = by_rule[used]
+    out["hop_distance_by_rule"] = by_rule
+    out["mistake_severity"], out["n_mistakes"] = mistake_severity(chosen, targets, mask, h)
+    acc, abstained = label_accuracy_by_depth(chosen, targets, mask, h)
+    out["label_accuracy_by_depth"], out["abstained_by_depth"] = acc, abstained
+    out["ece"] = expected_calibration_error(probs, targets, mask, h)
+    raw = probs if raw_probs is None else raw_probs
+    out["ece_uncalibrated"] = expected_calibration_error(raw, targets, mask, h)
+    return out
