@@ -42,6 +42,7 @@ __all__ = [
     "mistake_severity",
     "label_accuracy_by_depth",
     "expected_calibration_error",
+    "reliability_bins",
     "hierarchical_scores",
 ]
 
@@ -159,6 +160,27 @@ def expected_calibration_error(
     return float(binary_calibration_error(p, t, n_bins=ECE_BINS, norm="l1"))
 
 
+def reliability_bins(
+    probs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, h: Hierarchy
+) -> dict[str, list[float]]:
+    """The reliability diagram behind the ECE: per non-empty bin of `ECE_BINS` equal-width bins
+    over (0, 1] (bin b holds (b/15, (b+1)/15], 0 in the first), the mean probability
+    (`confidence`), the positive share (`accuracy`) and the `count` of known non-root entries."""
+    cols = torch.tensor([j for j, n in enumerate(h.nodes) if n not in h.roots], dtype=torch.long)
+    known = mask[:, cols] != 0
+    p = probs[:, cols][known].double().clamp(0, 1)
+    t = (targets[:, cols][known] > 0.5).double()
+    b = (torch.ceil(p * ECE_BINS).long() - 1).clamp(0, ECE_BINS - 1)
+    out: dict[str, list[float]] = {"confidence": [], "accuracy": [], "count": []}
+    for k in range(ECE_BINS):
+        sel = b == k
+        if sel.any():
+            out["confidence"].append(float(p[sel].mean()))
+            out["accuracy"].append(float(t[sel].mean()))
+            out["count"].append(int(sel.sum()))
+    return out
+
+
 def _mean(values: np.ndarray) -> float:
     finite = values[~np.isnan(values)]
     return float(finite.mean()) if len(finite) else math.nan
@@ -178,7 +200,8 @@ def hierarchical_scores(
     coherent sets; hop_distance, mistake_severity (n_mistakes), label_accuracy_by_depth and
     abstained_by_depth of the labels of `rule` (`label_rule`, threshold on a DAG);
     hop_distance_by_rule for every rule `h` allows; ece of `probs`, ece_uncalibrated of
-    `raw_probs` (None: `probs`, no calibration); n_labelled (samples with a true label)."""
+    `raw_probs` (None: `probs`, no calibration) with their `reliability` bins; n_labelled
+    (samples with a true label)."""
     rules = [r for r in LABEL_RULES if r == "threshold" or is_tree(h)]
     used = rule if rule in rules else "threshold"
     sets = coherent_sets(probs, threshold, h)
@@ -200,4 +223,6 @@ def hierarchical_scores(
     out["ece"] = expected_calibration_error(probs, targets, mask, h)
     raw = probs if raw_probs is None else raw_probs
     out["ece_uncalibrated"] = expected_calibration_error(raw, targets, mask, h)
+    out["reliability"] = reliability_bins(probs, targets, mask, h)
+    out["reliability_uncalibrated"] = reliability_bins(raw, targets, mask, h)
     return out

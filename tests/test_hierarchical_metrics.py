@@ -18,6 +18,7 @@ from hml_finetune.hierarchical_metrics import (
     hop_distances,
     label_accuracy_by_depth,
     mistake_severity,
+    reliability_bins,
     up_distances,
 )
 from hml_finetune.hierarchy import Hierarchy
@@ -146,3 +147,21 @@ def test_hprf_matches_a_slow_implementation_and_micro_prf(seed, k, dag):
     assert (micro["micro_precision"], micro["micro_recall"], micro["micro_f1"]) == pytest.approx(
         (hp, hr, hf)
     )
+
+
+def test_reliability_bins_by_hand_and_their_ece():
+    h = Hierarchy.from_paths(["[C] > x"])
+    x = h.index["[C] > x"]
+    probs = torch.zeros(4, 2)
+    probs[:, x] = torch.tensor([0.9, 0.92, 0.2, 0.5])
+    y = torch.zeros(4, 2)
+    y[0, x] = 1.0
+    m = torch.ones(4, 2)
+    m[3, x] = 0.0
+    bins = reliability_bins(probs, y, m, h)
+    assert bins["count"] == [1, 2] and bins["accuracy"] == [0.0, 0.5]
+    assert bins["confidence"] == pytest.approx([0.2, 0.91])
+    rows = zip(bins["confidence"], bins["accuracy"], bins["count"], strict=True)
+    from_bins = sum(n * abs(a - c) for c, a, n in rows) / 3  # (0.2 + 2 * 0.41) / 3
+    assert from_bins == pytest.approx((0.2 + 0.82) / 3)
+    assert expected_calibration_error(probs, y, m, h) == pytest.approx(from_bins)
