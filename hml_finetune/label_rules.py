@@ -128,10 +128,12 @@ def expected_hops_labels(probs: torch.Tensor, h: Hierarchy) -> torch.Tensor:
         raise ValueError("expected-hops labels need a tree (one root, one parent per node)")
     S = torch.zeros_like(probs, dtype=torch.float64)
     gain = 1.0 - 2.0 * probs.double()
-    for name in h.nodes:  # topological: a parent's S is final before its children read it
-        j = h.index[name]
-        if h.parents[name]:
-            S[:, j] = S[:, h.index[h.parents[name][0]]] + gain[:, j]
+    parent, child = h.edge_index()
+    depth = h.depth_array[child] if len(child) else child
+    for d in sorted(set(depth.tolist())):  # a parent's S is final before its children read it
+        sel = depth == d
+        c, p = torch.from_numpy(child[sel]), torch.from_numpy(parent[sel])
+        S[:, c] = S[:, p] + gain[:, c]
     depth = torch.from_numpy(h.depth_array).to(probs.device)
     return _best(-S, depth.expand_as(S), probs.double())
 

@@ -144,6 +144,7 @@ def test_run_writes_results_and_evaluate_reproduces_them(shards, tmp_path):
         assert heads_scores(again)[head] == pytest.approx(scores), head
     assert (tmp_path / "eval" / "metrics.json").is_file()
     _check_calibration_and_answers(out / "model.ckpt", result, again, tmp_path)
+    assert "## Hierarchical scores" in (out / "metrics.md").read_text()
 
 
 def _check_calibration_and_answers(ckpt_path: Path, result: dict, again: dict, tmp: Path) -> None:
