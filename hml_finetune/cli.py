@@ -96,6 +96,23 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="the file to write")
     p.add_argument("--format", default="csv", choices=FORMATS)
     p.add_argument("--top-k", type=int, default=5, help="most probable leaves listed per head")
+    p.add_argument(
+        "--label-rule",
+        default=None,
+        help="expected-hops, threshold or min-probability (default: the recipe's "
+        "predict.label_rule; DAG schemes use threshold)",
+    )
+    p.add_argument(
+        "--min-probability",
+        type=float,
+        default=None,
+        help="min-probability rule: the least probability of the label (default: the recipe's)",
+    )
+    p.add_argument("--cover", default=None, help="write percent cover per image (points) here")
+    p.add_argument("--cover-by", default=None, help="also per group of this export column")
+    p.add_argument(
+        "--cover-depth", type=int, action="append", help="a depth to report (repeat; default all)"
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--num-workers", type=int, default=4, help="loader processes decoding images")
     p.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda")

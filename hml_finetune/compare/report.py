@@ -1,5 +1,7 @@
-"""The comparison report: `report.md` (a table per head, mean +- std over seeds), `results.json` (one
-row per run and head) and matplotlib plots, from the cells of a `compare` grid.
+"""The comparison report: `report.md` (a table per head, mean +- std over seeds, and one of its
+hierarchical scores: hF, hop distance, mistake severity, ECE before / after calibration),
+`results.json` (one row per run and head) and matplotlib plots (with hop distance per label rule and
+a reliability diagram per head), from the cells of a `compare` grid.
 
 Every cell of the grid appears: cells that failed, were skipped or never ran (an interrupted grid)
 are listed with their reason, and the report says it is partial. A head a run could not score (no
@@ -33,6 +35,14 @@ METRICS = {
     "macro_f1": "macro F1",
     "rare_recall": "rare recall",
 }
+HIER_METRICS = {  # heads.<head>.hierarchical of metrics.json (#20)
+    "h_f1": "hF",
+    "hop_distance": "hop distance",
+    "mistake_severity": "mistake severity",
+    "ece_uncalibrated": "ECE before",
+    "ece": "ECE after",
+}
+HIER_PLOTS = ("hop_distance", "reliability")
 STATUSES = ("done", "failed", "skipped", "missing")
 ZERO_FREQ = 1e-3  # where nodes never positive in training sit on the log axis
 
@@ -78,10 +88,11 @@ def result_rows(cells: Sequence[Cell]) -> list[dict[str, Any]]:
         heads = (c.result or {}).get("heads", {}) if c.status == "done" else {}
         for head, m in heads.items():
             scores = {k: m.get(k) for k in METRICS}
+            scores.update({k: (m.get("hierarchical") or {}).get(k) for k in HIER_METRICS})
             extra = {"head_status": _head_status(m), "threshold_rule": m.get("threshold_rule")}
             rows.append({**base, "head": head, **scores, "status": "done", **extra})
         if not heads:
-            empty = dict.fromkeys(METRICS)
+            empty = dict.fromkeys([*METRICS, *HIER_METRICS])
             rows.append({**base, "head": None, **empty, "status": c.status, "error": c.error})
     return json_safe(rows)
 
@@ -137,6 +148,28 @@ def _head_table(cells: Sequence[Cell], head: str) -> list[str]:
         if 0 < len(scored) < len(runs):
             done += f" ({len(runs) - len(scored)} with {NO_TEST_LABELS})"
         lines.append(f"| {start} | {mode} | {loss} | {stats} | {done} |")
+    return lines + [""]
+
+
+def _hier_table(cells: Sequence[Cell], head: str) -> list[str]:
+    """Hierarchical scores of a head per start / mode / loss (mean ± std over the scored seeds),
+    with the label rule the runs used; nothing for a head without them (single-label)."""
+    groups = {
+        g: [m for m in _done(c, head) if "hierarchical" in m] for g, c in _groups(cells).items()
+    }
+    if not any(groups.values()):
+        return []
+    lines = [
+        f"#### {head}: hierarchical scores (label rule in brackets)",
+        "",
+        "| start | mode | loss | " + " | ".join(HIER_METRICS.values()) + " |",
+        "|---" * (len(HIER_METRICS) + 3) + "|",
+    ]
+    for (start, mode, loss), runs in groups.items():
+        scored = [m["hierarchical"] for m in runs if _head_status(m) != NO_TEST_LABELS]
+        stats = " | ".join(_mean_std([_num(x.get(k)) for x in scored]) for k in HIER_METRICS)
+        rules = ", ".join(sorted({str(x.get("label_rule")) for x in scored})) or "-"
+        lines.append(f"| {start} | {mode} | {loss} ({rules}) | {stats} |")
     return lines + [""]
 
 
@@ -246,6 +279,48 @@ def plot_rare_recall(cells: Sequence[Cell], head: str, path: Path) -> Path:
     return _save(fig, path)
 
 
+def plot_hop_distance(cells: Sequence[Cell], head: str, path: Path) -> Path:
+    """Mean test hop distance (over the done seeds) per start / mode / loss, one bar per label
+    rule (lower is better: the label is fewer edges from the truth)."""
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(_groups(cells))), 4))
+    groups = list(_groups(cells).items())
+    rules = ("expected-hops", "threshold", "min-probability")
+    width = 0.8 / len(rules)
+    for r, rule in enumerate(rules):
+        means = []
+        for _, members in groups:
+            vals = [
+                _num((m.get("hierarchical") or {}).get("hop_distance_by_rule", {}).get(rule))
+                for m in _done(members, head)
+            ]
+            finite = [v for v in vals if math.isfinite(v)]
+            means.append(float(np.mean(finite)) if finite else math.nan)
+        ax.bar(np.arange(len(groups)) + (r - 1) * width, means, width, label=rule)
+    ax.set_xticks(np.arange(len(groups)), [_label(g) for g, _ in groups], fontsize=7, rotation=20)
+    ax.set(ylabel="mean hop distance to the truth", title=f"{head}: hop distance per label rule")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_reliability(cells: Sequence[Cell], head: str, path: Path) -> Path:
+    """Reliability diagram (positive share against mean probability per bin) of the lowest done
+    seed per start / mode / loss: after calibration solid, before dashed; the diagonal is perfect."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", linewidth=1)
+    for group, members in _groups(cells).items():
+        x = ((_first_seed(members, head) or {}).get("hierarchical")) or {}
+        after, before = x.get("reliability") or {}, x.get("reliability_uncalibrated") or {}
+        if after.get("confidence"):
+            line = ax.plot(after["confidence"], after["accuracy"], "o-", label=_label(group))
+            color = line[0].get_color()
+            if before.get("confidence"):
+                ax.plot(before["confidence"], before["accuracy"], "x--", color=color, alpha=0.6)
+    ax.set(xlabel="mean probability", ylabel="positive share", xlim=(0, 1), ylim=(0, 1.02))
+    ax.set_title(f"{head}: reliability (solid calibrated, dashed raw)")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
 def _status_lines(cells: Sequence[Cell]) -> list[str]:
     counts = {s: sum(c.status == s for c in cells) for s in STATUSES}
     summary = ", ".join(f"{n} {s}" for s, n in counts.items())
@@ -317,6 +392,7 @@ def write_report(
     ]
     for head in heads:
         lines += _head_table(cells, head)
+        lines += _hier_table(cells, head)
     if plots and heads:
         (out / "plots").mkdir(exist_ok=True)
         lines += ["## Plots", ""]
@@ -325,7 +401,11 @@ def write_report(
                 ("depth_scores", plot_depth_scores),
                 ("pr", plot_pr_curves),
                 ("rare_recall", plot_rare_recall),
+                ("hop_distance", plot_hop_distance),
+                ("reliability", plot_reliability),
             ):
+                if kind in HIER_PLOTS and not _hier_table(cells, head):
+                    continue  # a single-label head has no hop distance or calibration
                 png = plot(cells, head, out / "plots" / f"{head}_{kind}.png")
                 lines.append(f"![{head} {kind}]({_rel(png, out)})")
             lines.append("")

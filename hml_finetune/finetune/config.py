@@ -29,6 +29,7 @@ __all__ = [
     "LossConfig",
     "OptimizerConfig",
     "TrainerConfig",
+    "PredictConfig",
     "FinetuneConfig",
 ]
 
@@ -177,6 +178,18 @@ class TrainerConfig:
 
 
 @dataclass
+class PredictConfig:
+    """How `predict` and the metrics turn node probabilities into one label (`label_rules`):
+    `label_rule` expected-hops (default; the node minimising the expected hop distance to the true
+    label; DAG schemes fall back to threshold), threshold (the deepest predicted node) or
+    min-probability (the deepest node of the most probable path with probability >=
+    `min_probability`)."""
+
+    label_rule: Literal["expected-hops", "threshold", "min-probability"] = "expected-hops"
+    min_probability: float = 0.5
+
+
+@dataclass
 class FinetuneConfig:
     """One stage-2 run: a starting point, a mode, a loss, a seed.
 
@@ -184,6 +197,10 @@ class FinetuneConfig:
     val positives), "global" (one tuned on val) or a number in (0, 1) such as "0.5".
     `encoder_noise` alpha: w = (1 - alpha) w + alpha w_random after the weights are loaded.
     `train_fraction`: a seeded subset of the training split, stratified by head and depth.
+    `calibration`: "temperature" (default) fits one temperature per HML head on the val split
+    after training (`hml_finetune.hml.calibration`), stored in model.ckpt and applied by evaluate and
+    predict; thresholds are tuned on the calibrated probabilities. "none" keeps T = 1.
+    `predict`: the label rule (see `PredictConfig`).
     """
 
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
@@ -192,6 +209,8 @@ class FinetuneConfig:
     heads: HeadsConfig = field(default_factory=HeadsConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     threshold: str | float = "per-node"
+    calibration: Literal["temperature", "none"] = "temperature"
+    predict: PredictConfig = field(default_factory=PredictConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     cache_features: bool = True
@@ -221,6 +240,10 @@ class FinetuneConfig:
                 raise ValueError(
                     f"threshold {self.threshold!r} must be a number in (0, 1), 'global' or 'per-node'"
                 )
+        if not 0.0 < self.predict.min_probability <= 1.0:
+            raise ValueError(
+                f"predict.min_probability {self.predict.min_probability} must be in (0, 1]"
+            )
         if not 0.0 <= self.encoder_noise <= 1.0:
             raise ValueError(f"encoder_noise {self.encoder_noise} must be in [0, 1]")
         if not 0.0 < self.train_fraction <= 1.0:

@@ -1,5 +1,5 @@
 """`hml-finetune evaluate`: a fine-tuned checkpoint scored on labelled shards with its stored
-thresholds, hierarchies and normalisation.
+temperatures, thresholds, hierarchies, normalisation and label rule (`predict.label_rule`).
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 
 from hml_finetune.finetune.data import align_split
-from hml_finetune.finetune.inference import concat, load_for_inference, probabilities
+from hml_finetune.finetune.inference import features, load_for_inference
 from hml_finetune.finetune.labels import (
     labelled_heads,
     read_split,
@@ -37,7 +37,10 @@ def evaluate_shards(
             f"{len(labels)} samples (heads labelled there: {', '.join(sorted(there))})"
         )
     samples = ((key, image) for key, image, _ in iter_samples(shards))
-    keys, probs = concat(probabilities(f, samples, f.cfg.data.batch_size))
+    keys, feats = features(f, samples, f.cfg.data.batch_size)
+    feats = feats.to(f.device)
+    probs = {h: p.cpu() for h, p in f.model.predict_features(feats).items()}
+    raw = {h: p.cpu() for h, p in f.model.predict_features(feats, calibrated=False).items()}
     heads = score_heads(
         probs,
         align_split(labels, keys),
@@ -47,6 +50,9 @@ def evaluate_shards(
         f.schemes,
         f.model.single,
         f.rules,
+        raw,
+        f.model.temperatures,
+        f.cfg.predict,
     )
     result = {
         "heads": heads,

@@ -1,6 +1,7 @@
 """Inference with a fine-tuned checkpoint, the one path `evaluate` and `predict` share: load the model
-with the preprocessing, hierarchies and thresholds stored in it, then turn images into constrained
-probabilities per head, in batches, on the GPU when there is one.
+with the preprocessing, hierarchies, temperatures and thresholds stored in it, then turn images into
+constrained (calibrated) probabilities per head, in batches, on the GPU when there is one. A
+checkpoint written before calibration existed has no temperatures: T = 1.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ __all__ = [
     "load_finetuned",
     "load_for_inference",
     "predict_batch",
+    "batch_features",
+    "features",
     "probabilities",
     "concat",
     "pick_device",
@@ -71,6 +74,7 @@ def load_finetuned(path: str | Path) -> tuple[HMLModel, dict[str, Hierarchy], di
     if any(k.startswith("model.") for k in state):
         state = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
     model.load_state_dict(state)
+    model.temperatures = {h: float(t) for h, t in (meta.get("temperatures") or {}).items()}
     return model.eval(), hierarchies, meta
 
 
@@ -148,12 +152,34 @@ def _schemes(
 
 
 @torch.no_grad()
-def predict_batch(f: Finetuned, x: torch.Tensor) -> Probs:
-    """Probabilities per head (on the CPU) of a batch of transformed images (B, 3, H, W)."""
+def batch_features(f: Finetuned, x: torch.Tensor) -> torch.Tensor:
+    """Backbone features (B, D) float32 on the model's device of transformed images (B, 3, H, W)."""
     x = x.to(f.device, non_blocking=True)
     with autocast(f.device, f.cfg.trainer.precision):
-        feats = f.model.backbone(x).float()
-    return {h: p.cpu() for h, p in f.model.predict_features(feats).items()}
+        return f.model.backbone(x).float()
+
+
+@torch.no_grad()
+def predict_batch(f: Finetuned, x: torch.Tensor) -> Probs:
+    """Calibrated probabilities per head (on the CPU) of a batch of transformed images."""
+    return {h: p.cpu() for h, p in f.model.predict_features(batch_features(f, x)).items()}
+
+
+def features(
+    f: Finetuned, images: Iterable[tuple[Any, Image.Image]], batch_size: int
+) -> tuple[list[Any], torch.Tensor]:
+    """(items, backbone features (N, D) on the CPU) of every (item, image) pair, in order: for
+    scoring the same images with and without calibration."""
+    items, batch, parts = [], [], []
+    for item, image in images:
+        items.append(item)
+        batch.append(f.transform(image))
+        if len(batch) == batch_size:
+            parts.append(batch_features(f, torch.stack(batch)).cpu())
+            batch = []
+    if batch:
+        parts.append(batch_features(f, torch.stack(batch)).cpu())
+    return items, torch.cat(parts) if parts else torch.zeros(0, 0)
 
 
 def probabilities(

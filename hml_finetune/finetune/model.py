@@ -149,6 +149,9 @@ class HMLModel(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.frozen = frozen
+        self.temperatures: dict[
+            str, float
+        ] = {}  # per HML head, fitted after training (calibration)
         self.encoder_paused = False  # finetune mode, first epochs: heads only (see HMLModule)
         dim = feature_dim(backbone)
         self.heads = nn.ModuleDict(
@@ -197,12 +200,16 @@ class HMLModel(nn.Module):
         return self.head_logits(self.encode(images))
 
     @torch.no_grad()
-    def predict_features(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per HML head the ensemble's constrained probabilities (B, K); per single-label head the
-        softmax class probabilities (B, C)."""
+    def predict_features(
+        self, features: torch.Tensor, calibrated: bool = True
+    ) -> dict[str, torch.Tensor]:
+        """Per HML head the ensemble's constrained probabilities (B, K) of logits / T (T from
+        `temperatures`, 1 when absent or `calibrated` is False); per single-label head the softmax
+        class probabilities (B, C)."""
         logits = self.head_logits(features)
+        temps = self.temperatures if calibrated else {}
         return {
-            n: self.heads[n].predict_from_logits(z.float())
+            n: self.heads[n].predict_from_logits(z.float() / temps.get(n, 1.0))
             if n in self.heads
             else torch.softmax(z.float(), dim=-1)
             for n, z in logits.items()

@@ -35,8 +35,10 @@ from torchmetrics.functional.classification import (
 )
 
 from hml_finetune.finetune.labels import IGNORE_INDEX
+from hml_finetune.hml.hierarchical_metrics import hierarchical_scores
 from hml_finetune.hml.hierarchy import Hierarchy
-from hml_finetune.hml.metrics import apply_thresholds, eval_columns, evaluate, prf, stat_counts
+from hml_finetune.hml.label_rules import coherent_sets
+from hml_finetune.hml.metrics import eval_columns, evaluate, prf, stat_counts
 
 RARE_FREQ = 0.05
 PR_POINTS = 200
@@ -94,10 +96,9 @@ def node_rows(
     threshold: float | torch.Tensor,
     train_freq: torch.Tensor,
 ) -> list[dict[str, Any]]:
-    """One row per evaluated node: node, depth, train_freq, test positives, recall, f1, ap (NaN
-    where the node has no known test positive)."""
-    thr = torch.as_tensor(threshold, dtype=probs.dtype)
-    tp, fp, fn = stat_counts(apply_thresholds(probs, thr), targets, mask)
+    """One row per evaluated node: node, depth, train_freq, test positives, recall, f1 (of the
+    coherent sets), ap (NaN where the node has no known test positive)."""
+    tp, fp, fn = stat_counts(coherent_sets(probs, threshold, hierarchy), targets, mask)
     _, recall, f1 = prf(tp, fp, fn)
     rows = []
     for j in eval_columns(hierarchy).tolist():
@@ -183,9 +184,14 @@ def head_metrics(
     hierarchy: Hierarchy,
     threshold: float | torch.Tensor,
     train_freq: torch.Tensor,
+    raw_probs: torch.Tensor | None = None,
+    label_rule: str = "expected-hops",
+    min_probability: float = 0.5,
 ) -> dict[str, Any]:
-    """`evaluate()` keys + status, rare_recall, n_rare_nodes, n_unseen_nodes, per_node, pr_curve and
-    the threshold(s) used; all scores NaN with status "no test labels" when no test positive."""
+    """`evaluate()` keys + status, rare_recall, n_rare_nodes, n_unseen_nodes, per_node, pr_curve,
+    the threshold(s) used and `hierarchical` (`hierarchical_scores` of the labels of `label_rule`;
+    `raw_probs` the uncalibrated probabilities); all scores NaN with status "no test labels" when
+    no test positive."""
     probs, targets, mask = probs.float(), targets.float(), mask.float()
     out = evaluate(probs, targets, mask, hierarchy, threshold)
     rows = node_rows(probs, targets, mask, hierarchy, threshold, train_freq)
@@ -194,6 +200,10 @@ def head_metrics(
     out["per_node"] = rows
     out["pr_curve"] = pr_curve(probs, targets, mask, hierarchy)
     out["threshold_value"] = threshold.tolist() if torch.is_tensor(threshold) else float(threshold)
+    raw = None if raw_probs is None else raw_probs.float()
+    out["hierarchical"] = hierarchical_scores(
+        probs, raw, targets, mask, hierarchy, threshold, label_rule, min_probability
+    )
     return out if out["n_nodes_with_positives"] else _not_scored(out)
 
 
@@ -321,6 +331,7 @@ def metrics_markdown(result: dict[str, Any]) -> str:
             lines.append(
                 f"| {head} | {_head_cells(m, ['accuracy', 'macro_accuracy', 'macro_f1'])} |"
             )
+    lines += _hierarchical_lines(result["heads"])
     lines += ["", "## Per depth (micro recall / micro F1)", ""]
     lines += ["| head | depth | nodes | recall | F1 |", "|---|---|---|---|---|"]
     for head, m in result["heads"].items():
@@ -333,6 +344,35 @@ def metrics_markdown(result: dict[str, Any]) -> str:
                 f"{_fmt(d['f1_micro'])} |"
             )
     return "\n".join(lines) + "\n"
+
+
+HIER_KEYS = ("h_precision", "h_recall", "h_f1", "hop_distance", "mistake_severity")
+
+
+def _hierarchical_lines(heads: dict[str, Any]) -> list[str]:
+    """Per HML head: hP, hR, hF, hop distance and mistake severity of its label rule, ECE before
+    and after calibration with the temperature, then hop distance per label rule."""
+    hier = {h: m for h, m in heads.items() if "hierarchical" in m}
+    if not hier:
+        return []
+    lines = ["", "## Hierarchical scores (test; label rule per head)", ""]
+    lines += [
+        "| head | label rule | hP | hR | hF | hop distance | mistake severity | "
+        "ECE before | ECE after | temperature |",
+        "|---" * 10 + "|",
+    ]
+    for head, m in hier.items():
+        x = m["hierarchical"]
+        cells = " | ".join(_fmt(x.get(k)) for k in HIER_KEYS)
+        ece = f"{_fmt(x.get('ece_uncalibrated'))} | {_fmt(x.get('ece'))}"
+        lines.append(
+            f"| {head} | {x.get('label_rule')} | {cells} | {ece} | {_fmt(m.get('temperature'))} |"
+        )
+    lines += ["", "| head | label rule | hop distance |", "|---|---|---|"]
+    for head, m in hier.items():
+        for rule, d in m["hierarchical"].get("hop_distance_by_rule", {}).items():
+            lines.append(f"| {head} | {rule} | {_fmt(d)} |")
+    return lines
 
 
 def write_metrics(result: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:

@@ -1,5 +1,5 @@
-"""Scoring a trained stage-2 model: thresholds tuned on val, metrics per head on test, the run's
-metrics.json/.md and model.ckpt.
+"""Scoring a trained stage-2 model: temperatures fitted on val, then thresholds tuned on the calibrated
+val probabilities, metrics per head on test, the run's metrics.json/.md and model.ckpt.
 """
 
 from __future__ import annotations
@@ -11,13 +11,15 @@ from pathlib import Path
 
 import torch
 
-from hml_finetune.finetune.config import FinetuneConfig
+from hml_finetune.finetune.config import FinetuneConfig, PredictConfig
 from hml_finetune.finetune.data import align_split
 from hml_finetune.finetune.labels import LabelledSplit, encode_singles, encode_split
 from hml_finetune.finetune.lightning_module import HMLModule
 from hml_finetune.finetune.model import HMLModel, cached_features, extract_features, image_transform
 from hml_finetune.finetune.results import head_metrics, single_label_metrics, write_metrics
+from hml_finetune.hml.calibration import choose_temperature
 from hml_finetune.hml.hierarchy import Hierarchy
+from hml_finetune.hml.label_rules import monotone_thresholds
 from hml_finetune.hml.metrics import eval_columns
 from hml_finetune.hml.schemes import Scheme
 from hml_finetune.hml.thresholds import (
@@ -33,6 +35,7 @@ __all__ = [
     "tune_threshold",
     "choose_threshold",
     "score_heads",
+    "calibrate_heads",
     "split_features",
     "finish_run",
     "run_fields",
@@ -50,11 +53,14 @@ def process_device(cfg: FinetuneConfig) -> torch.device:
 def tune_threshold(
     rule: str | float, probs: torch.Tensor, y: torch.Tensor, m: torch.Tensor, h: Hierarchy
 ) -> float | torch.Tensor:
-    """A fixed number, or tuned on validation predictions: 'global' (one) or 'per-node' (K,)."""
+    """A fixed number, or tuned on validation predictions: 'global' (one) or 'per-node' (K,), made
+    monotone (t(child) = max(t(child), t(parents))) so the stored thresholds are the ones applied."""
     if rule == "global":
         return tune_global_threshold(probs, y, m, columns=eval_columns(h))
     if rule == "per-node":
-        return tune_per_node_thresholds(probs, y, m, columns=eval_columns(h))
+        return monotone_thresholds(
+            tune_per_node_thresholds(probs, y, m, columns=eval_columns(h)), h
+        )
     return float(rule)
 
 
@@ -92,21 +98,57 @@ def score_heads(
     schemes: Mapping[str, Scheme],
     singles: dict[str, list[str]] | None = None,
     rules: dict[str, str] | None = None,
+    raw_probs: dict[str, torch.Tensor] | None = None,
+    temperatures: dict[str, float] | None = None,
+    predict: PredictConfig | None = None,
 ) -> dict[str, dict]:
-    """`head_metrics` per HML head (`kind` hierarchical or flat, `threshold_rule` from `rules`),
-    then `single_label_metrics` per single-label head (classes in `singles`), from the predicted
-    probabilities of the samples of `split` (aligned)."""
+    """`head_metrics` per HML head (`kind` hierarchical or flat, `threshold_rule` from `rules`,
+    `temperature`, the `hierarchical` block with the label rule of `predict` and the ECE of
+    `raw_probs`, the uncalibrated probabilities), then `single_label_metrics` per single-label
+    head (classes in `singles`), from the predicted probabilities of the samples of `split`."""
     out = {}
+    pc = predict or PredictConfig()
     for head, (y, m) in encode_split(split, hierarchies, schemes).items():
         freq = torch.tensor(train_freq[head])
-        out[head] = head_metrics(probs[head].cpu(), y, m, hierarchies[head], thresholds[head], freq)
+        raw = raw_probs[head].cpu() if raw_probs is not None else None
+        h, rule, p_min = hierarchies[head], pc.label_rule, pc.min_probability
+        out[head] = head_metrics(
+            probs[head].cpu(), y, m, h, thresholds[head], freq, raw, rule, p_min
+        )
         out[head]["kind"] = "flat" if schemes[head].flat else "hierarchical"
         out[head]["scheme"] = schemes[head].record()
         out[head]["threshold_rule"] = (rules or {}).get(head, "stored")
+        out[head]["temperature"] = (temperatures or {}).get(head, 1.0)
     for head, y in encode_singles(split, singles or {}).items():
         freq = torch.tensor(train_freq[head], dtype=torch.float64)
         out[head] = single_label_metrics(probs[head].cpu(), y, (singles or {})[head], freq)
     return out
+
+
+def calibrate_heads(
+    cfg: FinetuneConfig,
+    model: HMLModel,
+    features: torch.Tensor,
+    targets: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    hierarchies: dict[str, Hierarchy],
+) -> tuple[dict[str, float], dict[str, str]]:
+    """(temperature, how it was set) per HML head, fitted on validation features (`calibration`
+    of the recipe), and set on `model` so that what follows (threshold tuning) sees them."""
+    temps, how = {}, {}
+    with torch.no_grad():
+        logits = model.head_logits(features)
+    for head, (y, m) in targets.items():
+        z, ens = logits[head].float(), model.heads[head]
+
+        def probs_at(t: float, z: torch.Tensor = z, ens=ens) -> torch.Tensor:
+            with torch.no_grad():
+                return ens.predict_from_logits(z / t).cpu()
+
+        temps[head], how[head] = choose_temperature(
+            cfg.calibration, probs_at, y, m, hierarchies[head], head
+        )
+    model.temperatures = dict(temps)
+    return temps, how
 
 
 def split_features(
@@ -134,19 +176,25 @@ def finish_run(
     for name in ("val", "test"):
         if name not in feats:
             feats[name] = split_features(cfg, model, getattr(cfg.data, name), device, False)
-    thresholds: dict[str, float | torch.Tensor] = {}
-    rules: dict[str, str] = {}
     val_f, val_keys = feats["val"]
     val_split = align_split(splits["val"], val_keys)
-    val_probs = model.eval().predict_features(val_f.to(device))
     schemes = module.data.schemes
-    for head, (y, m) in encode_split(val_split, hierarchies, schemes).items():
+    val_targets = encode_split(val_split, hierarchies, schemes)
+    model.eval()
+    temps, how = calibrate_heads(cfg, model, val_f.to(device), val_targets, hierarchies)
+    val_probs = model.predict_features(
+        val_f.to(device)
+    )  # calibrated: thresholds fit what is applied
+    thresholds: dict[str, float | torch.Tensor] = {}
+    rules: dict[str, str] = {}
+    for head, (y, m) in val_targets.items():
         thresholds[head], rules[head] = choose_threshold(
             cfg.threshold, val_probs[head].cpu(), y, m, hierarchies[head], head
         )
     test_f, test_keys = feats["test"]
+    test_f = test_f.to(device)
     heads = score_heads(
-        model.predict_features(test_f.to(device)),
+        model.predict_features(test_f),
         align_split(splits["test"], test_keys),
         hierarchies,
         thresholds,
@@ -154,9 +202,13 @@ def finish_run(
         schemes,
         model.single,
         rules,
+        model.predict_features(test_f, calibrated=False),
+        temps,
+        cfg.predict,
     )
     meta["thresholds"] = {h: t.tolist() if torch.is_tensor(t) else t for h, t in thresholds.items()}
     meta["threshold_rules"] = rules
+    meta["temperatures"], meta["calibration_rules"] = temps, how
     result = {
         "heads": heads,
         **run_fields(cfg),

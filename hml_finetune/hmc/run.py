@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from hml_finetune.hmc.arff import ArffData, fit_preprocess, read_arff
 from hml_finetune.hml.heads import EnsembleHeads
 from hml_finetune.hml.hierarchy import Hierarchy
+from hml_finetune.hml.label_rules import monotone_thresholds
 from hml_finetune.hml.losses import MCLoss, NodeWeighting
 from hml_finetune.hml.metrics import eval_columns, evaluate
 from hml_finetune.hml.thresholds import tune_global_threshold, tune_per_node_thresholds
@@ -292,7 +293,8 @@ def choose_threshold(
     cols = eval_columns(splits.hierarchy, splits.exclude)
     if settings.threshold == "global":
         return tune_global_threshold(probs, y_valid, mask, columns=cols)
-    return tune_per_node_thresholds(probs, y_valid, mask, columns=cols)
+    tuned = tune_per_node_thresholds(probs, y_valid, mask, columns=cols)
+    return monotone_thresholds(tuned, splits.hierarchy)  # stored = applied (coherent sets)
 
 
 def resolve_device(name: str = "auto") -> torch.device:

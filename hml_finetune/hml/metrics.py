@@ -1,7 +1,8 @@
 """HML metrics on constrained probabilities: AU(PRC), node-wise and micro P/R/F1, per-depth scores.
 
-Roots are never evaluated and masked entries (m = 0) are excluded everywhere. A node is predicted
-positive where prob >= threshold (a float or a per-node (K,) tensor).
+Roots are never evaluated and masked entries (m = 0) are excluded everywhere. `evaluate` scores the
+coherent predicted sets of `label_rules.coherent_sets` (prob >= threshold, a float or a per-node (K,)
+tensor, and every non-root parent predicted): the sets `predict` writes.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import torch
 from torchmetrics.functional.classification import binary_average_precision
 
 from hml_finetune.hml.hierarchy import Hierarchy
+from hml_finetune.hml.label_rules import coherent_sets
 
 
 def apply_thresholds(probs: torch.Tensor, threshold: float | torch.Tensor) -> torch.Tensor:
@@ -128,18 +130,16 @@ def evaluate(
     threshold: float | torch.Tensor = 0.5,
     exclude_nodes: Iterable[str] | None = None,
 ) -> dict:
-    """All metrics on constrained probabilities (B, K); roots and `exclude_nodes` not evaluated.
+    """All metrics on constrained probabilities (B, K); roots and `exclude_nodes` not evaluated;
+    P/R/F1 of the coherent sets at `threshold`.
 
     Keys: au_prc; macro_{precision,recall,f1} ('all nodes': a node without positives scores 0);
     macro_{...}_pos (nodes with known positives only); micro_{...}; per_depth; pred_depth,
     true_depth, depth_gap; n_nodes, n_nodes_with_positives.
     """
     cols = eval_columns(hierarchy, exclude_nodes).to(probs.device)
-    thr = torch.as_tensor(threshold, dtype=probs.dtype, device=probs.device)
-    if thr.dim() == 1:
-        thr = thr[cols]
     p, y, m = probs[:, cols], targets[:, cols], mask[:, cols]
-    preds = apply_thresholds(p, thr)
+    preds = coherent_sets(probs, threshold, hierarchy)[:, cols]
     tp, fp, fn = stat_counts(preds, y, m)
     P, R, F = prf(tp, fp, fn)
     has = (tp + fn) > 0

@@ -1,9 +1,10 @@
 """From probabilities to labels: the predicted set of each head and the label a scientist reads.
 
-HML head: the predicted set is every node (roots excluded) at or above its tuned threshold; it is
-coherent, since the max-constraint makes a parent at least as probable as its child. The label is the
-deepest predicted node (ties by probability), or the head's root when nothing passes ("not confident
-below the root"). Single-label head: the most probable class. Nodes are written as the head's
+HML head: the predicted set is the coherent set of `label_rules.coherent_sets` (a node at or above its
+threshold whose non-root parents are all predicted; roots excluded), closed under ancestors for any
+threshold. The label is chosen by a label rule (`label_rules`: expected-hops, threshold,
+min-probability); the head's root means "not confident below the root". Single-label head: the most
+probable class. Nodes are written as the head's
 scheme writes its labels (a flat head's class names, a bracket-less scheme's paths without root).
 """
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from hml_finetune.hml.hierarchy import Hierarchy
+from hml_finetune.hml.label_rules import DEFAULT_MIN_PROBABILITY, choose_labels
 from hml_finetune.hml.schemes import Scheme
 
 __all__ = ["HeadPrediction", "head_prediction", "single_prediction", "top_leaves"]
@@ -28,19 +30,23 @@ class HeadPrediction:
     depth: int
     predicted: list[str]
     probabilities: dict[str, float] = field(default_factory=dict)
+    node: str = ""  # the label's hierarchy node (the label as the scheme writes it is `label`)
+    label_rule: str = "threshold"
 
 
 def head_prediction(
-    p: torch.Tensor, h: Hierarchy, threshold: float | torch.Tensor, scheme: Scheme
+    p: torch.Tensor,
+    h: Hierarchy,
+    threshold: float | torch.Tensor,
+    scheme: Scheme,
+    rule: str = "threshold",
+    min_probability: float = DEFAULT_MIN_PROBABILITY,
 ) -> HeadPrediction:
-    """The predicted set and label of an HML head from its constrained probabilities p (K,)."""
-    thr = torch.as_tensor(threshold, dtype=p.dtype).expand_as(p)
-    roots = set(h.roots)
-    chosen = [j for j in range(len(p)) if p[j] >= thr[j] and h.nodes[j] not in roots]
-    if chosen:
-        best = max(chosen, key=lambda j: (int(h.depth_array[j]), float(p[j])))
-    else:
-        best = max((h.index[r] for r in h.roots), key=lambda j: float(p[j]))
+    """The coherent predicted set and the label (`rule`, an `effective_rule` for `h`) of an HML
+    head from its constrained probabilities p (K,)."""
+    labels, sets = choose_labels(p[None], threshold, h, rule, min_probability)
+    best = int(labels[0])
+    chosen = [j for j in range(len(p)) if bool(sets[0, j])]
 
     def name(j: int) -> str:
         return scheme.label(h.nodes[j])
@@ -51,6 +57,8 @@ def head_prediction(
         depth=int(h.depth_array[best]),
         predicted=[name(j) for j in chosen],
         probabilities={name(j): float(p[j]) for j in range(len(p))},
+        node=h.nodes[best],
+        label_rule=rule,
     )
 
 
@@ -63,6 +71,8 @@ def single_prediction(p: torch.Tensor, classes: list[str]) -> HeadPrediction:
         depth=1,
         predicted=[classes[best]],
         probabilities={c: float(p[i]) for i, c in enumerate(classes)},
+        node=classes[best],
+        label_rule="argmax",
     )
 
 

@@ -1,7 +1,9 @@
 """`hml-finetune predict`: a fine-tuned model labels new images, in a file that benthic tools read.
 
-Preprocessing, hierarchies and thresholds come from the checkpoint, through the inference path that
-`evaluate` uses, so the same images get the same probabilities. Exit status 0 when every image was
+Preprocessing, hierarchies, temperatures and thresholds come from the checkpoint, through the
+inference path that `evaluate` uses, so the same images get the same probabilities. The label of each
+head follows `--label-rule` (default: the recipe's `predict.label_rule`; see `label_rules`), written
+into every row or record with the full coherent predicted set. Exit status 0 when every image was
 predicted, 1 when some could not be read (every other row is still written).
 """
 
@@ -17,6 +19,8 @@ import torch
 from tqdm import tqdm
 
 from hml_finetune.finetune.inference import Finetuned, load_for_inference, predict_batch
+from hml_finetune.hml.label_rules import DEFAULT_MIN_PROBABILITY, LABEL_RULES, effective_rule
+from hml_finetune.predict.cover import CoverCounts, cover_groups, write_cover
 from hml_finetune.predict.inputs import (
     Item,
     decode_errors,
@@ -35,7 +39,14 @@ from hml_finetune.predict.writers import Writer, code_ranking, open_writer
 from ssl_benthic.core.errors import ConfigError
 from ssl_benthic.data.shards.manifest import load_manifest
 
-__all__ = ["PredictSummary", "run_predict", "item_predictions", "cli_predict"]
+__all__ = [
+    "PredictSummary",
+    "LabelChoice",
+    "label_choice",
+    "run_predict",
+    "item_predictions",
+    "cli_predict",
+]
 
 
 @dataclass
@@ -52,12 +63,33 @@ class PredictSummary:
         )
 
 
+@dataclass
+class LabelChoice:
+    """The label rule applied to each HML head (threshold on a DAG) and the min-probability."""
+
+    rules: dict[str, str]
+    min_probability: float = DEFAULT_MIN_PROBABILITY
+
+
+def label_choice(f: Finetuned, rule: str | None, min_probability: float | None) -> LabelChoice:
+    """`rule` / `min_probability`, or the recipe's `predict` ones, as applied to each head (a DAG
+    head falls back to `threshold` with a warning)."""
+    wanted = rule or f.cfg.predict.label_rule
+    p_min = f.cfg.predict.min_probability if min_probability is None else min_probability
+    rules = {head: effective_rule(wanted, h, head) for head, h in f.hierarchies.items()}
+    return LabelChoice(rules, p_min)
+
+
 def item_predictions(
-    f: Finetuned, probs: dict[str, torch.Tensor], b: int
+    f: Finetuned, probs: dict[str, torch.Tensor], b: int, choice: LabelChoice | None = None
 ) -> dict[str, HeadPrediction]:
-    """Every head's prediction for row `b` of a batch's probabilities."""
+    """Every head's prediction for row `b` of a batch's probabilities (`choice` None: the
+    threshold rule)."""
+    c = choice or LabelChoice({h: "threshold" for h in f.hierarchies})
     out = {
-        head: head_prediction(probs[head][b], h, f.thresholds[head], f.schemes[head])
+        head: head_prediction(
+            probs[head][b], h, f.thresholds[head], f.schemes[head], c.rules[head], c.min_probability
+        )
         for head, h in f.hierarchies.items()
     }
     for head, classes in f.model.single.items():
@@ -74,17 +106,26 @@ def _top(f: Finetuned, heads: dict[str, HeadPrediction], k: int) -> dict[str, st
 
 
 def _write_batch(
-    f: Finetuned, writer: Writer, items: list[Item], images: torch.Tensor | None, k: int
+    f: Finetuned,
+    writer: Writer,
+    items: list[Item],
+    images: torch.Tensor | None,
+    k: int,
+    choice: LabelChoice,
+    cover: CoverCounts | None = None,
 ) -> int:
-    """Predict the readable items of a batch and write every item; the number of failures."""
+    """Predict the readable items of a batch and write every item (counted in `cover`); the number
+    of failures."""
     probs = predict_batch(f, images) if images is not None else {}
     b = 0
     for item in items:
         heads = {}
         if item.error is None:
-            heads = item_predictions(f, probs, b)
+            heads = item_predictions(f, probs, b, choice)
             b += 1
         writer.write(item, heads, _top(f, heads, k))
+        if cover is not None:
+            cover.add(item.image, {h: p.node for h, p in heads.items()} if heads else None)
     return sum(item.error is not None for item in items)
 
 
@@ -114,7 +155,7 @@ def _points(args: argparse.Namespace) -> bool:
     return False
 
 
-def _writer(args: argparse.Namespace, f: Finetuned) -> Writer:
+def _writer(args: argparse.Namespace, f: Finetuned, choice: LabelChoice) -> Writer:
     points = _points(args)
     if args.format != "coralnet":
         return open_writer(args.out, args.format, points)
@@ -124,27 +165,52 @@ def _writer(args: argparse.Namespace, f: Finetuned) -> Writer:
         "coralnet",
         points,
         source=args.coralnet,
+        rule=",".join(sorted(set(choice.rules.values()))) or "argmax",
         k=args.top_k,
         codes=lambda heads: code_ranking(heads, label_map, f.schemes),
     )
 
 
+def _cover_counts(args: argparse.Namespace, f: Finetuned) -> CoverCounts | None:
+    """The percent-cover counter of `--cover` (None without it), grouped by `--cover-by`."""
+    if args.cover is None:
+        return None
+    groups = None
+    if args.cover_by is not None:
+        kind = "coralnet" if args.coralnet else "squidle"
+        points = read_points(kind, args.coralnet or args.squidle, args.image_column)
+        groups = cover_groups(points, args.cover_by)
+    singles = {head: None for head in f.model.single}
+    return CoverCounts({**f.hierarchies, **singles}, dict(f.schemes), groups)
+
+
+def _cover_depths(args: argparse.Namespace) -> list[int] | None:
+    return list(args.cover_depth) if args.cover_depth else None
+
+
 def run_predict(args: argparse.Namespace) -> PredictSummary:
     """Predict every input of `args` into `args.out`; the counts."""
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise ConfigError(f"--out {out} exists: pass --overwrite to replace it")
+    for flag, path in (("--out", out), ("--cover", args.cover)):
+        if path is not None and Path(path).exists() and not args.overwrite:
+            raise ConfigError(f"{flag} {path} exists: pass --overwrite to replace it")
     f = load_for_inference(args.checkpoint, args.device)
+    choice = label_choice(f, args.label_rule, args.min_probability)
     total, batches = _batches(args, f)
     summary, start, skipped = PredictSummary(), time.perf_counter(), decode_errors()
-    writer = _writer(args, f)
+    cover = _cover_counts(args, f)
+    writer = _writer(args, f, choice)
     try:
         with tqdm(total=total, unit="img", desc="predict", dynamic_ncols=True) as bar:
             for items, images in batches:
-                summary.failures += _write_batch(f, writer, items, images, args.top_k)
+                summary.failures += _write_batch(
+                    f, writer, items, images, args.top_k, choice, cover
+                )
                 summary.images += len(items)
                 bar.update(len(items))
         writer.close()
+        if cover is not None:
+            write_cover(args.cover, cover.rows(_cover_depths(args)))
     except BaseException:
         writer.abort()
         raise
@@ -163,6 +229,18 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ConfigError("--coralnet / --squidle need --images-root (where the photographs are)")
     if args.format == "coralnet" and args.coralnet is None:
         raise ConfigError("--format coralnet writes a CoralNet export back: it needs --coralnet")
+    if args.label_rule is not None and args.label_rule not in LABEL_RULES:
+        raise ConfigError(f"--label-rule {args.label_rule!r} is not one of {LABEL_RULES}")
+    if args.min_probability is not None and not 0.0 < args.min_probability <= 1.0:
+        raise ConfigError(f"--min-probability {args.min_probability} must be in (0, 1]")
+    if (args.cover_by is not None or args.cover_depth) and args.cover is None:
+        raise ConfigError("--cover-by and --cover-depth need --cover COVER.csv")
+    if args.cover is not None and not _points(args):
+        raise ConfigError("--cover needs point inputs (--coralnet, --squidle or point shards)")
+    if args.cover_by is not None and not points:
+        raise ConfigError(
+            "--cover-by reads a column of the export: it needs --coralnet or --squidle"
+        )
 
 
 def cli_predict(args: argparse.Namespace) -> int:

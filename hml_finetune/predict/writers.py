@@ -1,13 +1,15 @@
 """The formats `hml-finetune predict` writes.
 
 - `csv`: one row per image (or point) and head: key, image, [row, column,] head, label,
-  probability, depth, predicted (every predicted path, joined by '|'), top_k (the k most probable
-  leaves as 'path:p'), error.
+  label_rule, probability, depth, predicted (the coherent predicted set, joined by '|'), top_k (the
+  k most probable leaves as 'path:p'), error.
 - `jsonl`: one record per image (or point): {"key", "image", ["row", "column",] "heads": {HEAD:
-  {"probabilities": {PATH: p, ...every node...}, "predicted": [...], "label", "probability",
-  "depth"}}}, plus "error" for an image that could not be read.
+  {"probabilities": {PATH: p, ...every node...}, "predicted": [...], "label", "label_rule",
+  "probability", "depth"}}}, plus "error" for an image that could not be read.
 - `coralnet` (for `--coralnet` input): the export itself with `Machine suggestion 1..k` and
-  `Machine confidence 1..k` filled, ready to import into CoralNet or CoralNet-Toolbox.
+  `Machine confidence 1..k` filled, ready to import into CoralNet or CoralNet-Toolbox, and a
+  `Machine label rule` column naming the label rule of the run (the suggestions themselves rank
+  the label-map codes by node probability).
 
 A file is written beside its destination and moved into place when complete, so an interrupted run
 never leaves half a file under the name a tool will read.
@@ -29,6 +31,7 @@ if TYPE_CHECKING:  # the CLI imports FORMATS from here: keep the import light
 __all__ = ["FORMATS", "open_writer", "Writer"]
 
 FORMATS = ("csv", "jsonl", "coralnet")
+RULE_COLUMN = "Machine label rule"  # coralnet format: the run's label rule
 
 
 def _place(item: Item, points: bool) -> dict[str, Any]:
@@ -63,6 +66,7 @@ class CsvWriter(Writer):
     def __init__(self, path: Path, points: bool) -> None:
         super().__init__(path, points)
         columns = ["key", "image", *(["row", "column"] if points else []), "head", "label"]
+        columns += ["label_rule"]
         columns += ["probability", "depth", "predicted", "top_k", "error"]
         self.csv = csv.DictWriter(self.fh, fieldnames=columns)
         self.csv.writeheader()
@@ -73,7 +77,8 @@ class CsvWriter(Writer):
             self.csv.writerow({**base, "error": item.error})
             return
         for head, p in heads.items():
-            row = {"head": head, "label": p.label, "probability": f"{p.probability:.6f}"}
+            row = {"head": head, "label": p.label, "label_rule": p.label_rule}
+            row["probability"] = f"{p.probability:.6f}"
             row.update(depth=p.depth, predicted="|".join(p.predicted), top_k=top[head])
             self.csv.writerow({**base, **row, "error": ""})
 
@@ -89,6 +94,7 @@ class JsonlWriter(Writer):
                     "probabilities": p.probabilities,
                     "predicted": p.predicted,
                     "label": p.label,
+                    "label_rule": p.label_rule,
                     "probability": p.probability,
                     "depth": p.depth,
                 }
@@ -132,9 +138,11 @@ class CoralnetWriter(Writer):
     `Machine confidence 1..k` (percent, as CoralNet writes it) filled from the prediction of the
     row's point: the k most probable label codes. Written when every point is predicted."""
 
-    def __init__(self, path: Path, points: bool, *, source: str, k: int, codes: Any) -> None:
+    def __init__(
+        self, path: Path, points: bool, *, source: str, k: int, codes: Any, rule: str = ""
+    ) -> None:
         super().__init__(path, points)
-        self.source, self.k, self.codes = Path(source), k, codes
+        self.source, self.k, self.codes, self.rule = Path(source), k, codes, rule
         self.suggestions: dict[tuple[str, int, int], list[tuple[str, float]]] = {}
 
     def write(self, item: Item, heads: dict[str, HeadPrediction], top: dict[str, str]) -> None:
@@ -150,9 +158,11 @@ class CoralnetWriter(Writer):
             for i in range(1, self.k + 1)
             for kind in ("suggestion", "confidence")
         ]
+        extra.append(RULE_COLUMN)
         out = csv.DictWriter(self.fh, fieldnames=[*header, *(c for c in extra if c not in header)])
         out.writeheader()
         for _, row in rows:
+            row[RULE_COLUMN] = self.rule
             key = (row["Name"].strip(), int(float(row["Row"])), int(float(row["Column"])))
             for i, (code, p) in enumerate(self.suggestions.get(key, []), 1):
                 row[f"Machine suggestion {i}"] = code

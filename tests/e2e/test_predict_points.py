@@ -76,6 +76,7 @@ def test_coralnet_round_trip_fills_machine_suggestions_from_the_label_map(survey
         confidence = [int(r[f"Machine confidence {i}"]) for i in (1, 2, 3)]
         assert set(codes) <= set(MAP) and len(set(codes)) == 3
         assert confidence == sorted(confidence, reverse=True) and 0 <= confidence[-1] <= 100
+        assert r["Machine label rule"] == "expected-hops"  # the run's label rule is recorded
 
 
 def test_points_are_cut_as_make_shards_cut_them(survey, tmp_path):
@@ -166,3 +167,48 @@ def test_make_survey_draws_a_reproducible_coralnet_survey(tmp_path):
     assert mapped == set(SURVEY_CODES)
     for name in ("annotations.csv", "photos/IMG_0003.jpg"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def _hand_cover(rows: list[dict], group_of: dict[str, str]) -> dict[tuple, int]:
+    """Points per (group, image, head, depth, node) counted from predict's own CSV labels: the
+    label's path cut to depth d (root + d parts), or unresolved when the label is shallower; group
+    rows (image '') pool their images."""
+    out: dict[tuple, int] = {}
+    for r in rows:
+        parts = r["label"].split(" > ")
+        for d in (1, 2):
+            node = " > ".join(parts[: d + 1]) if int(r["depth"]) >= d else "unresolved"
+            for image in (r["image"], ""):
+                key = (group_of[r["image"]], image, r["head"], d, node)
+                out[key] = out.get(key, 0) + 1
+    return out
+
+
+def test_cover_matches_counts_by_hand_per_image_and_site(survey, tmp_path):
+    """An export with a Site column: --cover per image and per site at depths 1 and 2 equals the
+    counts of the labels written in predict's CSV; covers are shares of the image's points."""
+    rows = list(csv.DictReader(survey["export"].open()))
+    group_of = {r["Name"]: ("north" if r["Name"] < "img06" else "south") for r in rows}
+    export = tmp_path / "sites.csv"
+    with export.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=[*rows[0], "Site"])
+        writer.writeheader()
+        writer.writerows({**r, "Site": group_of[r["Name"]]} for r in rows)
+    out, cover = tmp_path / "labels.csv", tmp_path / "cover.csv"
+    args = ["--coralnet", str(export), "--images-root", str(survey["root"] / "photos")]
+    args += ["--patch", "16", "--cover", str(cover), "--cover-by", "Site"]
+    assert _predict(survey, out, *args, "--cover-depth", "1", "--cover-depth", "2") == 0
+    labels = list(csv.DictReader(out.open()))
+    got = list(csv.DictReader(cover.open()))
+    want = _hand_cover(labels, group_of)
+    assert {
+        (r["group"], r["image"], r["head"], int(r["depth"]), r["node"]): int(r["points"])
+        for r in got
+    } == want
+    points = {(r["group"], r["image"], r["head"]): 0 for r in got}
+    for r in labels:
+        for image in (r["image"], ""):
+            points[(group_of[r["image"]], image, r["head"])] += 1
+    for r in got:
+        total = points[(r["group"], r["image"], r["head"])]
+        assert float(r["cover"]) == pytest.approx(int(r["points"]) / total, abs=1e-6)

@@ -162,6 +162,16 @@ def fake_metrics(au_prc: float, rare: float | None) -> dict:
         "per_depth": {"1": {"recall_micro": 0.5}, "2": {"recall_micro": 0.25}},
         "pr_curve": {"precision": [1.0, 0.5], "recall": [0.0, 1.0]},
         "per_node": per_node,
+        "hierarchical": {
+            "label_rule": "expected-hops",
+            "h_f1": 0.6,
+            "hop_distance": 10 * au_prc,
+            "mistake_severity": 1.0,
+            "ece_uncalibrated": 0.2,
+            "ece": 0.1,
+            "hop_distance_by_rule": {"expected-hops": 10 * au_prc, "threshold": 5.0},
+            "reliability": {"confidence": [0.1, 0.9], "accuracy": [0.2, 0.8], "count": [3, 1]},
+        },
     }
     return {"heads": {"substrate": head}}
 
@@ -211,6 +221,14 @@ def test_report_mean_std_and_interrupted_grid(
     ]
     assert rows[1]["rare_recall"] is None
     assert (out / "plots/substrate_rare_recall.png").is_file()
+    # hierarchical scores: hop distance 2 and 4, mean 3, sample std sqrt(2) = 1.414
+    assert (
+        "| random | linear | weighted (expected-hops) | 0.600 ± 0.000 | 3.000 ± 1.414 | "
+        "1.000 ± 0.000 | 0.200 ± 0.000 | 0.100 ± 0.000 |" in report
+    )
+    assert rows[1]["hop_distance"] == pytest.approx(4.0) and rows[1]["ece"] == 0.1
+    for kind in ("hop_distance", "reliability"):
+        assert (out / f"plots/substrate_{kind}.png").is_file()
 
     values[2] = (0.3, 0.5)  # resume: only seed 2 runs, the grid is complete
     compare.run_compare(grid(tmp_path, [0, 1, 2]))

@@ -31,6 +31,7 @@ from hml_finetune.finetune.labels import (
 from hml_finetune.finetune.lightning_module import HMLModule, _lr_factor, build_losses
 from hml_finetune.finetune.model import NOISE_STREAM, HMLModel, build_backbone
 from hml_finetune.finetune.train import resolve_strategy, run_finetune
+from hml_finetune.hml.label_rules import monotone_thresholds
 from ssl_benthic.core.config import load_config
 from ssl_benthic.core.errors import LabelError
 from ssl_benthic.data.sample.make_sample import make_sample
@@ -116,6 +117,37 @@ def test_run_writes_results_and_evaluate_reproduces_them(shards, tmp_path):
     for head, scores in heads_scores(result).items():
         assert heads_scores(again)[head] == pytest.approx(scores), head
     assert (tmp_path / "eval" / "metrics.json").is_file()
+    _check_calibration_and_answers(out / "model.ckpt", result, again, tmp_path)
+    assert "## Hierarchical scores" in (out / "metrics.md").read_text()
+
+
+def _check_calibration_and_answers(ckpt_path: Path, result: dict, again: dict, tmp: Path) -> None:
+    """#20: temperatures fitted and stored; thresholds stored monotone (the applied ones);
+    evaluate reproduces the hierarchical block; a checkpoint without temperatures loads T = 1."""
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    meta = ckpt["hml_finetune"]
+    model, hierarchies, _ = load_finetuned(ckpt_path)
+    assert set(meta["temperatures"]) == set(hierarchies) == set(model.temperatures)
+    for head, h in hierarchies.items():
+        t = meta["temperatures"][head]
+        assert result["heads"][head]["temperature"] == t and 0.05 <= t <= 20
+        stored = torch.tensor(meta["thresholds"][head])
+        assert torch.equal(monotone_thresholds(stored, h), stored)
+        block, evaluated = (
+            result["heads"][head]["hierarchical"],
+            again["heads"][head]["hierarchical"],
+        )
+        for key in ("h_f1", "hop_distance", "ece", "ece_uncalibrated", "mistake_severity"):
+            assert evaluated[key] == pytest.approx(block[key], nan_ok=True), (head, key)
+        assert block["label_rule"] == "expected-hops"
+        assert set(block["hop_distance_by_rule"]) == {
+            "expected-hops",
+            "threshold",
+            "min-probability",
+        }
+    del meta["temperatures"]
+    torch.save(ckpt, tmp / "old.ckpt")
+    assert load_finetuned(tmp / "old.ckpt")[0].temperatures == {}
 
 
 def test_finetune_trains_encoder_on_a_fraction_and_resumes(shards, tmp_path):

@@ -297,7 +297,7 @@ def test_evaluate_on_an_unlabelled_split_is_a_label_error(gaps, monkeypatch, cap
     def no_features(*args, **kwargs):
         raise AssertionError("features extracted before the labels were checked")
 
-    monkeypatch.setattr(evaluate_mod, "probabilities", no_features)
+    monkeypatch.setattr(evaluate_mod, "features", no_features)
     split = root / "unlabelled"
     with pytest.raises(
         LabelError, match=rf"--shards {re.escape(str(split))}: none of its 9 samples"

@@ -16,6 +16,7 @@ from hml_finetune.finetune.inference import load_finetuned
 from hml_finetune.finetune.model import extract_features, image_transform
 from hml_finetune.finetune.train import run_finetune
 from hml_finetune.hml.hierarchy import Hierarchy
+from hml_finetune.hml.label_rules import expected_hops_labels, min_probability_labels
 from hml_finetune.hml.schemes import Scheme, load_scheme
 from hml_finetune.predict.labels import head_prediction, top_leaves
 from ssl_benthic.data.sample.make_sample import make_sample
@@ -52,10 +53,18 @@ def _predict(*args: str) -> int:
     return main(["predict", "--num-workers", "0", *args])
 
 
-def _predict_jsonl(ckpt: Path, shards: Path, out: Path) -> int:
-    """`predict --shards SHARDS --format jsonl`; its exit status."""
+def _predict_jsonl(ckpt: Path, shards: Path, out: Path, *args: str) -> int:
+    """`predict --shards SHARDS --format jsonl [args]`; its exit status."""
     return _predict(
-        "--checkpoint", str(ckpt), "--shards", str(shards), "--out", str(out), "--format", "jsonl"
+        "--checkpoint",
+        str(ckpt),
+        "--shards",
+        str(shards),
+        "--out",
+        str(out),
+        "--format",
+        "jsonl",
+        *args,
     )
 
 
@@ -87,9 +96,10 @@ def test_shards_give_the_probabilities_of_the_training_path(trained, tmp_path):
 
 
 def test_predicted_sets_are_coherent_and_the_label_is_the_deepest(trained, tmp_path):
+    """With --label-rule threshold (the default is expected-hops since #20)."""
     shards, ckpt = trained
     out = tmp_path / "p.jsonl"
-    _predict_jsonl(ckpt, shards / "test", out)
+    _predict_jsonl(ckpt, shards / "test", out, "--label-rule", "threshold")
     _, hierarchies, _ = load_finetuned(ckpt)
     deep_seen = 0
     for r in _jsonl(out):
@@ -107,6 +117,7 @@ def test_predicted_sets_are_coherent_and_the_label_is_the_deepest(trained, tmp_p
                 )
                 deep_seen += 1
             assert set(pred["probabilities"]) == set(h.nodes)  # every node, for analysis
+            assert pred["label_rule"] == "threshold"
     assert deep_seen > 0
 
 
@@ -226,3 +237,25 @@ def test_a_checkpoint_of_another_kind_says_what_it_is(trained, tmp_path, capsys)
         assert _predict(*args) == 2
         err = capsys.readouterr().err.strip()
         assert what in err and "expected a model.ckpt written by `hml-finetune train`" in err
+
+
+def test_default_label_rule_is_expected_hops_and_min_probability_is_applied(trained, tmp_path):
+    shards, ckpt = trained
+    _, hierarchies, _ = load_finetuned(ckpt)
+    runs = {
+        "expected-hops": (),
+        "min-probability": ("--label-rule", "min-probability", "--min-probability", "0.3"),
+    }
+    for rule, args in runs.items():
+        out = tmp_path / f"{rule}.jsonl"
+        assert _predict_jsonl(ckpt, shards / "test", out, *args) == 0
+        for r in _jsonl(out):
+            for head, h in hierarchies.items():
+                pred = r["heads"][head]
+                p = torch.tensor([[pred["probabilities"][n] for n in h.nodes]])
+                if rule == "expected-hops":
+                    want = expected_hops_labels(p, h)
+                else:
+                    want = min_probability_labels(p, h, 0.3)
+                assert pred["label_rule"] == rule and pred["label"] == h.nodes[int(want[0])]
+                assert pred["depth"] == h.depth[pred["label"]]
