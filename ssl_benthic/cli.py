@@ -283,6 +283,16 @@ def _add_import_weights(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--mean", type=float, nargs=3, help="pretraining normalisation mean (R G B)")
     p.add_argument("--std", type=float, nargs=3, help="pretraining normalisation std (R G B)")
+    p.add_argument(
+        "--img-size",
+        type=int,
+        help="build a ViT for this image size (position embeddings resampled from the release's)",
+    )
+    p.add_argument(
+        "--clip-projection",
+        action="store_true",
+        help="open_clip files: import the projected CLIP embedding, not the trunk's feature",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an export already in --out")
     p.set_defaults(handler="ssl_benthic.weights.import_weights:cli_import_weights")
 

@@ -46,6 +46,7 @@ class BackboneConfig:
     weights: str = "random"
     weights_file: str | None = None
     img_size: int | None = None
+    pool: str = "cls"  # a ViT's feature: cls, mean or cls+mean (ssl_benthic.weights.vit_features)
 
 
 @dataclass

@@ -68,7 +68,9 @@ def load_finetuned(path: str | Path) -> tuple[HMLModel, dict[str, Hierarchy], di
     meta = ckpt["hml_finetune"]
     cfg = from_dict(FinetuneConfig, meta["config"], source=f"{path} [hml_finetune.config]")
     hierarchies = {h: hierarchy_from_dict(d) for h, d in meta["hierarchies"].items()}
-    backbone = create_backbone(cfg.backbone.name, weights="random", **meta["backbone_kwargs"])
+    backbone = create_backbone(
+        cfg.backbone.name, weights="random", pool=cfg.backbone.pool, **meta["backbone_kwargs"]
+    )
     model = HMLModel(backbone, hierarchies, cfg.heads, True, meta.get("single") or {})
     state = ckpt["state_dict"]
     if any(k.startswith("model.") for k in state):

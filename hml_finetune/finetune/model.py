@@ -81,12 +81,14 @@ def mix_random_weights(model: nn.Module, fresh: nn.Module, alpha: float) -> None
 def build_backbone(cfg: BackboneConfig, encoder_noise: float = 0.0, seed: int = 0) -> nn.Module:
     """`create_backbone` from the config, then `encoder_noise` of fresh weights (seeded) mixed in."""
     kwargs = {"img_size": cfg.img_size} if cfg.img_size is not None else {}
-    model = create_backbone(cfg.name, weights=cfg.weights, weights_file=cfg.weights_file, **kwargs)
+    model = create_backbone(
+        cfg.name, weights=cfg.weights, weights_file=cfg.weights_file, pool=cfg.pool, **kwargs
+    )
     if encoder_noise > 0.0:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + NOISE_STREAM)
             fresh = timm.create_model(
-                cfg.name, pretrained=False, num_classes=0, **backbone_kwargs(cfg)
+                cfg.name, pretrained=False, **{"num_classes": 0, **backbone_kwargs(cfg)}
             )
         mix_random_weights(model, fresh, encoder_noise)
     return model
@@ -272,7 +274,8 @@ def _cache_name(cfg: FinetuneConfig, shards: str, mean: list, std: list) -> str:
     """Hash of everything that changes the features of a split."""
     manifest = Path(shards) / "manifest.json"
     ident = {
-        "backbone": [cfg.backbone.name, cfg.backbone.weights, cfg.backbone.img_size],
+        "backbone": [cfg.backbone.name, cfg.backbone.weights, cfg.backbone.img_size]
+        + ([cfg.backbone.pool] if cfg.backbone.pool != "cls" else []),
         "weights_stamp": _weights_stamp(cfg.backbone),
         "noise": cfg.encoder_noise,
         "seed": cfg.seed if cfg.encoder_noise or cfg.backbone.weights == "random" else None,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 
 from hml_finetune.finetune.config import FinetuneConfig
 from hml_finetune.finetune.data import (
@@ -54,6 +54,7 @@ from ssl_benthic.core.errors import Interrupted
 from ssl_benthic.core.trainer import fit, make_trainer
 from ssl_benthic.data.shards.manifest import load_manifest
 from ssl_benthic.weights.load import weights_identity
+from ssl_benthic.weights.vit_features import backbone_img_size
 
 __all__ = ["RUN_FILES", "resolve_strategy", "build_trainer", "run_finetune", "cli_train"]
 
@@ -202,6 +203,10 @@ def run_finetune(
         prepare_output_dir(cfg.output_dir, resume, overwrite, RUN_FILES)
     pl.seed_everything(cfg.trainer_seed, workers=True, verbose=False)
     p = prepare_data(cfg)
+    size, note = backbone_img_size(cfg.backbone.weights, cfg.backbone.img_size, cfg.data.img_size)
+    if note:  # a ViT export made for another size: resampled, not an AssertionError in forward
+        rank_zero_info(note)
+        cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, img_size=size))
     backbone = build_backbone(cfg.backbone, cfg.encoder_noise, cfg.seed)
     cfg = _resolved(cfg, backbone, p.schemes)
     hierarchies, singles, data = p.hierarchies, p.singles, p.data

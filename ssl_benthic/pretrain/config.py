@@ -36,6 +36,7 @@ class BackboneConfig:
     patch_size: int | None = None
     drop_path_rate: float = 0.0
     kwargs: dict[str, Any] = field(default_factory=dict)
+    pool: str = "cls"  # a ViT's feature: cls, mean or cls+mean (ssl_benthic.weights.vit_features)
 
 
 @dataclass

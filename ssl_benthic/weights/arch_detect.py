@@ -41,8 +41,8 @@ RESNET_LABEL |= {"resnet101": "ResNet-101", "resnet152": "ResNet-152"}
 
 # (width, depth) -> timm size name
 VIT_SIZES = {(192, 12): "tiny", (384, 12): "small", (768, 12): "base", (1024, 24): "large"}
-VIT_SIZES |= {(1280, 32): "huge"}
-VIT_SHORT = {"tiny": "Ti", "small": "S", "base": "B", "large": "L", "huge": "H"}
+VIT_SIZES |= {(1280, 32): "huge", (1536, 40): "giant"}
+VIT_SHORT = {"tiny": "Ti", "small": "S", "base": "B", "large": "L", "huge": "H", "giant": "g"}
 
 
 @dataclass(frozen=True)
@@ -169,6 +169,7 @@ def _vit(state: dict[str, Tensor], source: str) -> Arch:
     }
     size = VIT_SIZES.get((dim, depth))
     label = f"vit_{size}_patch{ph}" if size else f"vit_w{dim}_d{depth}_patch{ph}"
+    label += f"_reg{reg_tokens}" if reg_tokens else ""  # a preset with or without registers
     names = [f"vit_{size}_patch{ph}_{side * ph}", f"vit_{size}_patch{ph}_224"] if size else []
     names += [f"vit_{size or 'base'}_patch16_224", "vit_base_patch16_224"]
     tokens = "class token" if class_token else "no class token"

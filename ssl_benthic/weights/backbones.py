@@ -22,6 +22,7 @@ from ssl_benthic.weights.load import (
     read_export,
     read_state,
 )
+from ssl_benthic.weights.vit_features import apply_pool, fit_pos_embed
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +77,16 @@ def create_backbone(
     img_size: int | None = None,
     drop_path_rate: float = 0.0,
     weights_file: str | Path | None = None,
+    pool: str | None = None,
     **kw: Any,
 ) -> nn.Module:
     """A timm backbone without classifier; `weights` is "random", "imagenet" or a path.
 
     A path is a stage-1 export (folder or .safetensors + JSON), a pretraining checkpoint or a plain
     state dict file, loaded strictly (see `ssl_benthic.weights.load`); ViT options (img_size,
-    patch_size) come from the export's JSON unless given here.
+    patch_size) come from the export's JSON unless given here; an export's ViT position embeddings
+    are resampled to another `img_size` (timm's resampling). `pool` sets a ViT's feature (cls,
+    mean, cls+mean; see `ssl_benthic.weights.vit_features`), None keeps the model's own.
     """
     check_model_name(name)
     kwargs = dict(kw)
@@ -92,9 +96,10 @@ def create_backbone(
         kwargs["img_size"] = img_size
     weights = str(weights)
     if weights == "random":
-        return timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+        model = timm.create_model(name, pretrained=False, **{"num_classes": 0, **kwargs})
+        return apply_pool(model, pool, name)
     if weights == "imagenet":
-        return _imagenet(name, weights_file, kwargs)
+        return apply_pool(_imagenet(name, weights_file, kwargs), pool, name)
     path, meta = read_export(weights)
     if meta.get("timm_name", name) != name:
         raise BackboneError(
@@ -102,6 +107,9 @@ def create_backbone(
         )
     for key, value in (meta.get("model_kwargs") or {}).items():
         kwargs.setdefault(key, value)
-    model = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
-    load_strict(model, read_state(path), str(path))
-    return model
+    model = timm.create_model(name, pretrained=False, **{"num_classes": 0, **kwargs})
+    state, resampled = fit_pos_embed(model, read_state(path), str(path))
+    if resampled:
+        log.info(resampled)
+    load_strict(model, state, str(path))
+    return apply_pool(model, pool, str(path))

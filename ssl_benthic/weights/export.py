@@ -74,6 +74,7 @@ def export_backbone(checkpoint: str | Path, out_dir: str | Path, overwrite: bool
     tensors = {k: v.detach().contiguous() for k, v in state.items()}
     save_file(tensors, str(out / EXPORT_WEIGHTS), metadata={"format": "pt"})
     meta = {"format": FORMAT, **pretrain_metadata(ckpt, path), "num_features": model.num_features}
+    meta["pool"] = meta["config"].get("backbone", {}).get("pool", "cls")  # the feature pretrained
     (out / EXPORT_META).write_text(json.dumps(meta, indent=2) + "\n")
     return out
 

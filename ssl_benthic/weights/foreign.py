@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ssl_benthic.core.errors import BackboneError
 from ssl_benthic.weights.load import pretrain_metadata, torch_load
-from ssl_benthic.weights.presets import Preset
+from ssl_benthic.weights.preset_record import Preset
 
 __all__ = [
     "BRANCHES",

@@ -25,7 +25,6 @@ from typing import Any
 import timm
 import torch
 from safetensors.torch import save_file
-from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from ssl_benthic.core.errors import BackboneError, UserError
@@ -43,12 +42,10 @@ from ssl_benthic.weights.foreign import (
     split_branch,
 )
 from ssl_benthic.weights.load import EXPORT_META, EXPORT_WEIGHTS, load_strict
-from ssl_benthic.weights.presets import (
-    STANDARD_VIT_HEADS,
-    Preset,
-    format_presets,
-    get_preset,
-)
+from ssl_benthic.weights.preset_record import Preset
+from ssl_benthic.weights.presets import STANDARD_VIT_HEADS, format_presets, get_preset
+from ssl_benthic.weights.release_layouts import Layout, convert, detect_layout, prepare
+from ssl_benthic.weights.vit_features import fit_pos_embed
 
 __all__ = ["HEADS_WEIGHTS", "HEADS_META", "ImportResult", "import_weights", "cli_import_weights"]
 
@@ -95,7 +92,9 @@ def _check_preset(arch: Arch, preset: Preset | None, source: str) -> None:
         )
 
 
-def _num_heads(arch: Arch, preset: Preset | None, kwargs: dict[str, Any], source: str) -> int:
+def _num_heads(
+    arch: Arch, preset: Preset | None, kwargs: dict[str, Any], source: str, standard: bool = False
+) -> int:
     """A ViT's head count: --model-kwargs, else the preset's, else the one standard for its width;
     an ambiguous width (ViT-S) without either fails, because a wrong count loads and computes
     other features."""
@@ -103,7 +102,7 @@ def _num_heads(arch: Arch, preset: Preset | None, kwargs: dict[str, Any], source
     if "num_heads" in kwargs:
         heads = int(kwargs["num_heads"])
     elif dim in STANDARD_VIT_HEADS and (
-        dim not in AMBIGUOUS_HEADS or (preset is not None and preset.standard_heads)
+        dim not in AMBIGUOUS_HEADS or standard or (preset is not None and preset.standard_heads)
     ):
         heads = STANDARD_VIT_HEADS[dim]
     else:
@@ -125,6 +124,8 @@ def resolve_architecture(
     preset: Preset | None,
     timm_name: str | None,
     user_kwargs: dict[str, Any],
+    prefer: tuple[str, ...] = (),
+    standard_heads: bool = False,
 ) -> Resolved:
     """The timm name and kwargs for a backbone state dict, from its keys and shapes (or the
     checkpoint's recipe for this toolkit's own checkpoints)."""
@@ -146,8 +147,9 @@ def resolve_architecture(
     if arch.family == "resnet":
         name = timm_name or arch.names[0]
         return Resolved(name, {**arch.kwargs, **base}, arch.description)
-    heads = _num_heads(arch, preset, base, where)
-    names = [n for n in (timm_name, preset.timm_name if preset else None) if n] + list(arch.names)
+    heads = _num_heads(arch, preset, base, where, standard_heads)
+    names = [n for n in (timm_name, preset.timm_name if preset else None) if n]
+    names += [*prefer, *arch.names]
     name, kwargs = resolve_vit(arch, names, heads, base, where)
     return Resolved(name, kwargs, f"{arch.description}, {heads} heads")
 
@@ -156,7 +158,9 @@ def resolve_architecture(
 def _build(arch: Resolved, source: str) -> nn.Module:
     """The timm backbone to load into; kwargs timm refuses fail naming them."""
     try:
-        return timm.create_model(arch.timm_name, pretrained=False, num_classes=0, **arch.kwargs)
+        return timm.create_model(
+            arch.timm_name, pretrained=False, **{"num_classes": 0, **arch.kwargs}
+        )
     except Exception as exc:  # noqa: BLE001 - a wrong --model-kwargs key or value: one message
         raise BackboneError(
             f"{source}: timm cannot build '{arch.timm_name}' with {arch.kwargs} "
@@ -209,7 +213,11 @@ def _heads(
 
 
 def _normalisation(
-    mean: list[float] | None, std: list[float] | None, preset: Preset | None, source: Source
+    mean: list[float] | None,
+    std: list[float] | None,
+    preset: Preset | None,
+    source: Source,
+    layout: Any = None,
 ) -> tuple[list[float], list[float], list[str]]:
     """(mean, std, notes): the command line's, else the preset's, else the checkpoint recipe's,
     else ImageNet's (said in a note)."""
@@ -221,6 +229,9 @@ def _normalisation(
         return list(preset.mean), list(preset.std), []
     if source.ssl_meta is not None:
         return list(source.ssl_meta["mean"]), list(source.ssl_meta["std"]), []
+    if layout is not None:
+        note = f"no --preset or --mean/--std: the mean/std of a {layout.name} recorded"
+        return list(layout.mean), list(layout.std), [note]
     note = "no --preset or --mean/--std: ImageNet mean/std recorded in backbone.json"
     return list(IMAGENET_MEAN), list(IMAGENET_STD), [note]
 
@@ -254,8 +265,11 @@ def _write(
             (out / name).unlink(missing_ok=True)
             meta_path.unlink(missing_ok=True)
             continue
-        cloned = {k: v.detach().clone().contiguous() for k, v in tensors.items()}
-        save_file(cloned, str(out / name), metadata={"format": "pt"})
+        if name == HEADS_WEIGHTS:  # a file's tensors may share storage, which safetensors refuses
+            tensors = {k: v.detach().clone().contiguous() for k, v in tensors.items()}
+        else:  # the model's own parameters: no second copy of a large backbone in memory
+            tensors = {k: v.detach().contiguous() for k, v in tensors.items()}
+        save_file(tensors, str(out / name), metadata={"format": "pt"})
         meta_path.write_text(json.dumps(info, indent=2) + "\n")
 
 
@@ -270,6 +284,8 @@ def import_weights(
     mean: list[float] | None = None,
     std: list[float] | None = None,
     overwrite: bool = False,
+    img_size: int | None = None,
+    clip_projection: bool = False,
 ) -> ImportResult:
     """Import one encoder of `checkpoint` into `out_dir` as a backbone export (+ its heads)."""
     out = Path(out_dir)
@@ -280,27 +296,39 @@ def import_weights(
     source = read_source(checkpoint)
     where = str(source.path)
     branch, prefix, state, rest, notes = split_branch(source, branch, chosen)
-    state = {DINO_RENAMES.get(k, k): v for k, v in state.items()}
     if not state:
         raise BackboneError(f"{where}: the branch '{branch}' holds no tensors")
-    arch = resolve_architecture(state, source, chosen, timm_name, dict(model_kwargs or {}))
-    model = _build(arch, where)
-    state, inner = _split_off(model, state)
-    notes += _fill_bn_counters(model, state)
+    user = dict(model_kwargs or {})
+    release = import_release(state, source, chosen, timm_name, user, img_size, clip_projection)
+    if release is None:  # timm / torchvision / solo-learn keys
+        state = {DINO_RENAMES.get(k, k): v for k, v in state.items()}
+        arch = resolve_architecture(state, source, chosen, timm_name, user)
+        model = _build(arch, where)
+        state, inner = _split_off(model, state)
+        notes += _fill_bn_counters(model, state)
+        arch, model, state, more = resize_vit(arch, model, state, img_size, where)
+        layout = None
+    else:
+        arch, model, state, inner, more, layout = release
+    notes += more
     load_strict(model, state, where)
+    n_loaded, state = len(state), {}
+    source.tensors = {}  # the model holds the weights now: free the file's copy (heads kept)
     heads, counts = _heads(rest, inner, prefix, source.nested)
     if counts:
         listed = ", ".join(f"{p} ({n})" for p, n in counts.items())
         notes.append(f"not part of the backbone, kept in {HEADS_WEIGHTS}: {listed}")
-    norm_mean, norm_std, more = _normalisation(mean, std, chosen, source)
+    norm_mean, norm_std, more = _normalisation(mean, std, chosen, source, layout)
     notes += more
     sha = sha256_file(source.path)
     meta = _metadata(source, arch, model, branch, chosen, norm_mean, norm_std, sha)
+    if layout is not None:
+        meta["layout"] = layout.name
     heads_meta = {"format": HEADS_FORMAT, "source": source.path.name, "source_sha256": sha}
     heads_meta |= {"branch": branch, "prefixes": counts}
     _write(out, model.state_dict(), meta, heads, heads_meta)
     if branch is not None:
-        notes.insert(0, f"branch: {branch} ({prefix}*, {len(state)} tensors)")
+        notes.insert(0, f"branch: {branch} ({prefix}*, {n_loaded} tensors)")
     return ImportResult(out, meta, counts, notes)
 
 
@@ -315,7 +343,7 @@ def _metadata(
     sha: str,
 ) -> dict[str, Any]:
     """backbone.json: the export's keys plus where the weights came from."""
-    if isinstance(model, VisionTransformer):
+    if hasattr(model, "patch_embed"):  # a ViT: the size it is built for
         img_size = int(model.patch_embed.img_size[0])
     elif source.ssl_meta is not None:
         img_size = int(source.ssl_meta["img_size"])
@@ -377,9 +405,13 @@ def cli_import_weights(args: argparse.Namespace) -> int:
         mean=args.mean,
         std=args.std,
         overwrite=args.overwrite,
+        img_size=getattr(args, "img_size", None),
+        clip_projection=getattr(args, "clip_projection", False),
     )
     meta = result.meta
     print(f"source: {meta['source']} ({meta['source_format']})")
+    if meta.get("layout"):
+        print(f"layout: {meta['layout']}")
     for note in result.notes:
         print(note)
     print(
@@ -390,3 +422,89 @@ def cli_import_weights(args: argparse.Namespace) -> int:
     print(f"wrote {result.out / EXPORT_WEIGHTS} (+ {EXPORT_META}{extra})")
     print(f"use it as: backbone.name={meta['timm_name']} backbone.weights={result.out}")
     return 0
+
+
+def resize_vit(
+    arch: Resolved, model: nn.Module, state: dict[str, Tensor], img_size: int | None, source: str
+) -> tuple[Resolved, nn.Module, dict[str, Tensor], list[str]]:
+    """The model rebuilt for `img_size` (a ViT at another size), its position embeddings resampled
+    by timm; unchanged when `img_size` is None or the model's own."""
+    if img_size is None or not hasattr(model, "patch_embed"):
+        return arch, model, state, []
+    if int(model.patch_embed.img_size[0]) == img_size:
+        return arch, model, state, []
+    arch = Resolved(arch.timm_name, {**arch.kwargs, "img_size": img_size}, arch.description)
+    model = _build(arch, source)
+    state, note = fit_pos_embed(model, state, source)
+    return arch, model, state, [note] if note else []
+
+
+def import_release(
+    state: dict[str, Tensor],
+    source: Source,
+    preset: Preset | None,
+    timm_name: str | None,
+    user_kwargs: dict[str, Any],
+    img_size: int | None,
+    clip_projection: bool,
+) -> tuple[Resolved, nn.Module, dict[str, Tensor], dict[str, Tensor], list[str], Layout] | None:
+    """(architecture, model, converted state, kept heads, notes, layout) for a release layout, or
+    None when `state` is in none (timm / torchvision / solo-learn keys)."""
+    layout = detect_layout(state)
+    if layout is None:
+        if clip_projection:
+            from ssl_benthic.core.errors import BackboneError
+
+            raise BackboneError(f"{source.path}: --clip-projection: not an open_clip checkpoint")
+        return None
+    where = str(source.path)
+    vit_layout = layout.key in ("dinov2", "openclip")
+    prep = prepare(
+        layout,
+        state,
+        where,
+        clip_projection=clip_projection,
+        user_kwargs=None if vit_layout else user_kwargs,
+    )
+    notes = list(prep.notes)
+    if prep.arch is None:  # a VisionTransformer: arch_detect reads the renamed keys
+        extra = {k: v for k, v in prep.kwargs.items() if k != "num_classes"}
+        dim = int(prep.renamed["patch_embed.proj.weight"].shape[0])
+        if "num_heads" not in user_kwargs and dim not in STANDARD_VIT_HEADS:
+            extra["num_heads"] = max(dim // 64, 1)  # DINOv2 and CLIP heads are 64 wide
+        renamed = {k: v for k, v in prep.renamed.items() if not k.startswith("head.")}
+        arch = resolve_architecture(
+            renamed,
+            source,
+            preset,
+            timm_name,
+            {**extra, **user_kwargs},
+            prefer=prep.names,
+            standard_heads=True,
+        )
+        kwargs = dict(arch.kwargs)
+        if "num_classes" in prep.kwargs:
+            kwargs["num_classes"] = prep.kwargs["num_classes"]
+        arch = Resolved(arch.timm_name, kwargs, arch.description)
+    else:
+        _check_preset(prep.arch, preset, where)
+        name = timm_name or (preset.timm_name if preset and preset.timm_name else prep.names[0])
+        arch = Resolved(name, dict(prep.kwargs), prep.arch.description)
+    if img_size is not None and layout.key != "dinov3-convnext":
+        arch = Resolved(arch.timm_name, {**arch.kwargs, "img_size": img_size}, arch.description)
+    elif layout.key in ("dinov3", "timm-dinov3") and preset is not None:
+        arch = Resolved(
+            arch.timm_name, {**arch.kwargs, "img_size": preset.img_size}, arch.description
+        )
+    model = _build(arch, where)
+    converted = convert(prep, model)
+    grid = prep.release_grid
+    if grid is not None and hasattr(model, "patch_embed"):
+        new = tuple(int(g) for g in model.patch_embed.grid_size)
+        patch = int(model.patch_embed.patch_size[0])
+        if new != (grid, grid):
+            notes.append(
+                f"position embeddings resampled by timm (bicubic) from the release's {grid}x{grid} "
+                f"patches ({grid * patch} px) to {new[0]}x{new[1]} ({new[0] * patch} px)"
+            )
+    return arch, model, converted, dict(prep.kept), notes, layout

@@ -14,9 +14,7 @@ checkpoints under Lightning. For Barlow Twins `backbone.*` is the only encoder. 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
 
 from ssl_benthic.core.errors import BackboneError
 from ssl_benthic.core.normalization import (
@@ -25,44 +23,18 @@ from ssl_benthic.core.normalization import (
     IMAGENET_MEAN,
     IMAGENET_STD,
 )
+from ssl_benthic.weights.preset_record import Preset
 
 __all__ = [
     "PRESETS",
     "STANDARD_VIT_HEADS",
-    "Preset",
     "get_preset",
     "format_presets",
 ]
 
 
 # attention heads per ViT width in timm, DeiT, DINO and DINOv2 (MoCo v3's ViT-Ti and ViT-S: 12)
-STANDARD_VIT_HEADS = MappingProxyType({192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16})
-
-
-@dataclass(frozen=True)
-class Preset:
-    """One published encoder (or a family of files with one convention) and how to import it."""
-
-    name: str
-    description: str
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    img_size: int = 224
-    architecture: str | None = None  # e.g. "resnet50", "vit_small_patch16"; None: any
-    family: str | None = None  # "resnet" or "vit"; None: any
-    timm_name: str | None = None
-    model_kwargs: tuple[tuple[str, Any], ...] = ()
-    standard_heads: bool = False  # a ViT's head count follows STANDARD_VIT_HEADS
-    branch: str | None = None
-    method: str | None = None
-    epochs: int | None = None
-    url: str | None = None
-    license: str | None = None
-    branch_note: str = ""
-
-    def kwargs(self) -> dict[str, Any]:
-        """The timm model kwargs the preset fixes (e.g. num_heads=12), as a fresh dict."""
-        return dict(self.model_kwargs)
+STANDARD_VIT_HEADS = MappingProxyType({192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16, 1536: 24})
 
 
 def _benthicnet(repo: str, method: str, arch: str, epochs: int, prod: bool) -> Preset:
@@ -126,6 +98,9 @@ def _registry() -> dict[str, Preset]:
             branch_note="the EMA teacher, the encoder DINO evaluates",
         ),
     ]
+    from ssl_benthic.weights.presets_foundation import foundation_presets  # DINOv2, DINOv3, BioCLIP
+
+    presets += foundation_presets()
     return {p.name: p for p in presets}
 
 

@@ -139,6 +139,7 @@ class SSLMethod(pl.LightningModule):
         opts: dict[str, Any] = dict(
             weights=b.weights, drop_path_rate=b.drop_path_rate, weights_file=b.weights_file
         )
+        opts["pool"] = b.pool
         opts.update(override)
         kwargs = backbone_kwargs(self.cfg)
         kwargs.update(self.extra_backbone_kwargs())
