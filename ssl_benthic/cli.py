@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Sequence
 
 from ssl_benthic.core.errors import EXIT_INTERRUPTED, Interrupted, UserError
+from ssl_benthic.embed.command import add_parser as _add_embed
 
 
 def _add_make_sample(sub: argparse._SubParsersAction) -> None:
@@ -310,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_pretrain,
         _add_export,
         _add_import_weights,
+        _add_embed,
     ):
         add(sub)
     return parser

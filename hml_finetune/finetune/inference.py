@@ -22,6 +22,7 @@ from hml_finetune.hml.hierarchy import Hierarchy
 from hml_finetune.hml.schemes import Scheme, scheme_from_record
 from ssl_benthic.core.config import from_dict
 from ssl_benthic.core.errors import ConfigError
+from ssl_benthic.core.trainer import pick_device
 from ssl_benthic.weights.backbones import create_backbone
 
 __all__ = [
@@ -78,15 +79,6 @@ def load_finetuned(path: str | Path) -> tuple[HMLModel, dict[str, Hierarchy], di
     model.load_state_dict(state)
     model.temperatures = {h: float(t) for h, t in (meta.get("temperatures") or {}).items()}
     return model.eval(), hierarchies, meta
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    """'auto': the GPU when there is one, else the CPU; 'cuda' without a GPU is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: no CUDA GPU is visible")
-    return torch.device(device)
 
 
 @dataclass
