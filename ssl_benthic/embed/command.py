@@ -22,9 +22,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--weights",
         required=True,
-        help="an export or import folder (backbone.safetensors + backbone.json), or a timm model "
-        "name with --weights-file",
+        help="an export or import folder (backbone.safetensors + backbone.json), a timm model "
+        "name with --weights-file, or random with --model",
     )
+    p.add_argument("--model", help="--weights random: the timm model (e.g. resnet18)")
+    p.add_argument("--seed", type=int, default=0, help="--weights random: the init's seed")
     p.add_argument("--weights-file", help="a local timm weights file for the timm name --weights")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", help="folder of images (searched recursively)")
@@ -94,7 +96,9 @@ def cli_embed(args: argparse.Namespace) -> int:
 
     _check(args)
     source = _source(args)
-    start = load_start(args.weights, args.weights_file, args.pool, args.img_size)
+    start = load_start(
+        args.weights, args.weights_file, args.pool, args.img_size, args.model, args.seed
+    )
     record = embed(
         source,
         start,

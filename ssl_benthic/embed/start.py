@@ -5,7 +5,8 @@ mean/std).
 A start is an export or import folder (or `.safetensors` with its JSON, or a pretraining
 checkpoint): its JSON gives the architecture and normalisation; or a timm name with a local weights
 file, loaded by timm's own pretrained-weights path (its converters), normalised as timm's
-pretrained config says.
+pretrained config says; or `random` with a timm name, initialised from a seed (a baseline, and
+reproducible, so a resumed run computes the same features), with the BenthicNet labelled statistics.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from ssl_benthic.core.errors import BackboneError
@@ -54,6 +56,17 @@ def _from_timm_file(name: str, weights_file: str, pool: str, img_size: int | Non
     return model, name, size, cfg.get("mean"), cfg.get("std"), identity
 
 
+def _random(name: str, seed: int, pool: str, img_size: int | None) -> tuple:
+    check_model_name(name)
+    fixed = img_size is not None and export_is_fixed_size_vit(name, {})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = create_backbone(name, pool=pool, **({"img_size": img_size} if fixed else {}))
+    size = img_size or int((model.pretrained_cfg or {}).get("input_size", (3, 224, 224))[-1])
+    identity = {**weights_identity("random", None), "seed": seed}
+    return model, name, size, None, None, identity
+
+
 def _from_export(weights: str, pool: str, img_size: int | None) -> tuple:
     if not Path(weights).exists():
         raise BackboneError(
@@ -76,11 +89,23 @@ def _from_export(weights: str, pool: str, img_size: int | None) -> tuple:
 
 
 def load_start(
-    weights: str, weights_file: str | None = None, pool: str = "cls", img_size: int | None = None
+    weights: str,
+    weights_file: str | None = None,
+    pool: str = "cls",
+    img_size: int | None = None,
+    model: str | None = None,
+    seed: int = 0,
 ) -> Start:
-    """The start named by `weights` (a path, or a timm name when `weights_file` is given), its
-    ViT feature set by `pool`, its input `img_size` (default: the start's own)."""
-    if weights_file is not None:
+    """The start named by `weights` (a path; a timm name when `weights_file` is given; `random`
+    with the timm name `model`), its ViT feature set by `pool`, its input `img_size` (default:
+    the start's own)."""
+    if (weights == "random") != (model is not None):
+        raise BackboneError(
+            "--model NAME goes with --weights random (and --weights random needs it)"
+        )
+    if weights == "random":
+        built = _random(model, seed, pool, img_size)
+    elif weights_file is not None:
         built = _from_timm_file(weights, weights_file, pool, img_size)
     else:
         built = _from_export(weights, pool, img_size)

@@ -260,3 +260,18 @@ def test_knn_flag_scores_against_the_bank_shards(vit, tmp_path: Path, capsys) ->
     args = [*base, "--images", str(tmp_path / "photos"), "--out", str(tmp_path / "x")]
     assert main([*args, "--knn", str(train)]) == 2  # nothing to score: refused before any work
     assert not (tmp_path / "x").exists()
+
+
+def test_a_random_start_is_seeded(tmp_path: Path) -> None:
+    torch.manual_seed(5)
+    reference = timm.create_model("resnet10t", pretrained=False, num_classes=0).eval()
+    start = load_start("random", model="resnet10t", seed=5, img_size=32)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(start.backbone.state_dict().values(), reference.state_dict().values())
+    )
+    other = load_start("random", model="resnet10t", seed=6).backbone.state_dict()
+    assert not torch.equal(other["conv1.0.weight"], reference.state_dict()["conv1.0.weight"])
+    assert start.record["weights"] == {"source": "random", "file": None, "sha256": None, "seed": 5}
+    with pytest.raises(UserError, match="--model"):
+        load_start("random")
