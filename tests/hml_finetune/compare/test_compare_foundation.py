@@ -19,7 +19,7 @@ import hml_finetune.compare.run as compare
 from hml_finetune.cli import main
 from hml_finetune.compare.config import CompareConfig
 from hml_finetune.compare.report import Cell, best_generic, write_report
-from ssl_benthic.core.config import ConfigError, from_dict
+from ssl_benthic.core.config import ConfigError, from_dict, load_config
 from ssl_benthic.weights.import_weights import import_weights
 
 REPO = Path(__file__).resolve().parents[3]
@@ -156,3 +156,21 @@ def test_sample_never_writes_into_a_users_folder(tmp_path: Path) -> None:
     }
     with pytest.raises(ConfigError, match="data.val"):
         from_dict(CompareConfig, missing).check_inputs()
+
+
+def test_the_foundation_recipe_loads_and_skips_what_is_not_downloaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = load_config(CompareConfig, REPO / "configs/finetune/compare_foundation.yaml")
+    names = [s.name for s in cfg.starts]
+    assert names == ["random", "imagenet", "ssl", "dinov2", "dinov3", "bioclip2"]
+    assert [s.name for s in cfg.starts if s.is_generic] == [
+        "imagenet",
+        "dinov2",
+        "dinov3",
+        "bioclip2",
+    ]
+    monkeypatch.chdir(tmp_path)  # none of the weights paths exists here
+    reasons = {s.name: compare.missing_weights_reason(s) for s in cfg.starts}
+    assert reasons["random"] is None
+    assert all(r.startswith("skipped: no weights") for n, r in reasons.items() if n != "random")
