@@ -99,16 +99,20 @@ def cli_embed(args: argparse.Namespace) -> int:
     start = load_start(
         args.weights, args.weights_file, args.pool, args.img_size, args.model, args.seed
     )
-    record = embed(
-        source,
-        start,
-        args.out,
-        batch_size=args.batch_size,
-        chunk_batches=args.chunk_batches,
-        dtype=args.dtype,
-        device=args.device,
-        overwrite=args.overwrite,
-    )
+    try:
+        record = embed(
+            source,
+            start,
+            args.out,
+            batch_size=args.batch_size,
+            chunk_batches=args.chunk_batches,
+            dtype=args.dtype,
+            device=args.device,
+            overwrite=args.overwrite,
+        )
+    except KeyboardInterrupt:
+        print(f"embed: finished chunks are kept in {args.out}; rerun the same command to resume")
+        raise
     print(
         f"embedded {record['count']} views ({record['start']['num_features']} features each, "
         f"{len(record['skipped'])} skipped) into {args.out}"
