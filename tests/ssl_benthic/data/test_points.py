@@ -180,10 +180,10 @@ def test_coralnet_toolbox_export_keeps_its_extra_columns(tmp_path: Path) -> None
 
 def test_a_point_outside_its_image_names_the_row(tmp_path: Path) -> None:
     csv_path = _case(tmp_path, "Name,Row,Column,Label\na.png,3,3,POR\na.png,20,5,POR\n")
-    from ssl_benthic.data.sources.point_shards import make_shards_from_coralnet
+    from ssl_benthic.data.sources.point_shards import make_point_shards
 
     with pytest.raises(DataError) as exc:
-        make_shards_from_coralnet(csv_path, tmp_path, tmp_path / "out")
+        make_point_shards("coralnet", csv_path, tmp_path, tmp_path / "out")
     assert str(exc.value) == (
         f"{csv_path} row 3: point (Row 20, Column 5) is outside a.png "
         "(30 x 20 px: Row 0..19, Column 0..29)"
