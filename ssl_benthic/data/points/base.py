@@ -124,11 +124,11 @@ def split_path(text: str, sep: str | None, where: str) -> list[str]:
     `where`: an empty level (a doubled or trailing separator) and a level holding the separator's
     mark (`>` of ' > ') or starting with a bracketed root it does not end with
     (`[SUBSTRATE]>Sand`): the path uses another separator."""
-    sep = sep or SEP
-    levels = [level.strip() for level in text.strip().split(sep)]
-    mark = sep.strip()
+    sep, text = sep or SEP, text.strip()
+    levels = [level.strip() for level in text.split(sep)]
+    mark = sep.strip() or sep
     for level in levels:
-        if not level:
+        if not level or text.startswith(mark) or text.endswith(mark):
             raise DataError(
                 f"{where}: label path {text!r} has an empty level (a doubled or trailing {sep!r})"
             )
