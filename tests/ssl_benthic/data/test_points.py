@@ -445,3 +445,40 @@ def test_a_flag_the_format_does_not_use_is_refused(
     assert _shard([*argv, "--out", str(tmp_path / "o")]) == 2
     assert "--label-map is not used by --csv" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_coralnet_write_back_places_rows_by_the_readers_rule(tmp_path: Path) -> None:
+    """#22.1/#22.2 by hand: the write-back finds each row's point as the reader placed it (10.6
+    -> 11, half up; a CoralNet-Toolbox 'Image' column), fills k suggestions, gives failed points
+    and rows without an image their reason, and keeps every row and column."""
+    import io as _io
+
+    from ssl_benthic.data.points import point_format
+
+    text = "Image,Row,Column,Label,Note\na.png,10.6,4.5,POR,x\na.png,11,5,ALG,y\n"
+    text += "b.png,2,2,POR,z\n,1,1,POR,w\n"
+    export = tmp_path / "toolbox.csv"
+    export.write_text(text, encoding="utf-8")
+    fmt = point_format("coralnet")
+    options = fmt.options({"image_column": "Image"})
+    points, skipped = fmt.read(export, options)
+    assert [(p.image, p.row, p.column, p.labels) for p in points] == [
+        ("a.png", 11, 5, ["POR", "ALG"]),  # 10.6 -> 11 and 4.5 -> 5: one point with line 3
+        ("b.png", 2, 2, ["POR"]),
+    ]
+    assert skipped == [(5, "empty image cell")]
+    out = _io.StringIO()
+    suggestions = {("a.png", 11, 5): [("POR", 0.704), ("ALG", 0.2), ("SAND", 0.05)]}
+    failures = {("b.png", 2, 2): "cannot read image"}
+    fmt.write_back(export, out, suggestions, failures, options, k=2, rule="threshold")
+    lines = out.getvalue().splitlines()
+    assert lines[0] == (
+        "Image,Row,Column,Label,Note,Machine suggestion 1,Machine confidence 1,"
+        "Machine suggestion 2,Machine confidence 2,Machine label rule,Machine error"
+    )
+    assert lines[1:] == [
+        "a.png,10.6,4.5,POR,x,POR,70,ALG,20,threshold,",
+        "a.png,11,5,ALG,y,POR,70,ALG,20,threshold,",
+        "b.png,2,2,POR,z,,,,,threshold,cannot read image",
+        ",1,1,POR,w,,,,,threshold,empty image cell",
+    ]
