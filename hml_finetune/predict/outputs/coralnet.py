@@ -4,9 +4,9 @@ ready to import into CoralNet or CoralNet-Toolbox. The file format, both directi
 codes of the training shards' label map by node probability) and collected per point.
 
 Before anything is written, the label map is checked against the model: a code whose path is not
-in its head's scheme (a typo, another scheme) is refused, all of them listed with the nearest path;
-a code of a `data` scheme the training never saw, or of a head the model lacks, is warned about (it
-can never be suggested).
+in its head's scheme (a typo, another scheme; CATAMI, or a scheme file still where training read
+it) is refused, all of them listed with the nearest path; a code the training never saw, or of a
+head the model lacks, is warned about (it can never be suggested).
 """
 
 from __future__ import annotations
@@ -14,31 +14,49 @@ from __future__ import annotations
 import argparse
 import difflib
 import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hml_finetune.hml.schemes import load_scheme
 from hml_finetune.predict.writers import WriteContext, Writer, code_ranking
+from ssl_benthic.core.catami import catami_nodes
 from ssl_benthic.core.errors import ConfigError
+from ssl_benthic.core.paths import sha256_file
 
 if TYPE_CHECKING:
     from hml_finetune.finetune.inference import Finetuned
+    from hml_finetune.hml.schemes import Scheme
     from hml_finetune.predict.inputs import Item
     from hml_finetune.predict.labels import HeadPrediction
 
 __all__ = ["WRITER", "CoralnetWriter", "check_label_map"]
 
 
+def _scheme_nodes(scheme: Scheme) -> frozenset[str] | None:
+    """Every node of a head's scheme, when predict can know them: CATAMI's, or a scheme file's
+    still at its recorded place with its recorded sha256; None otherwise (`data`, a moved file)."""
+    if scheme.name == "catami":
+        return catami_nodes()
+    path = Path(scheme.name)
+    if scheme.name == "data" or not path.is_file() or sha256_file(path) != scheme.sha256:
+        return None
+    return load_scheme(scheme.head, scheme.name, scheme.sep).nodes
+
+
 def _unknown(code: str, entry: dict, f: Finetuned) -> tuple[str, str] | None:
-    """('refuse' | 'warn', why) for a code the model cannot suggest, None when it can."""
+    """('refuse' | 'warn', why) for a code the model cannot suggest, None when it can: refused
+    when its path is not in its head's scheme, warned about when training never saw it."""
     head, path = entry["head"], entry["path"]
     if head in f.hierarchies:
-        node = f.schemes[head].node(path)
-        nodes = f.hierarchies[head].nodes
-        if node in nodes:
+        scheme = f.schemes[head]
+        node = scheme.node(path)
+        if node in f.hierarchies[head].nodes:
             return None
-        if f.schemes[head].name == "data":
+        nodes = _scheme_nodes(scheme)
+        if nodes is None or node in nodes:
             return "warn", f"{code!r} ({path!r}: not in the training data)"
-        near = difflib.get_close_matches(node, nodes, n=1, cutoff=0.0)
-        hint = f", nearest {f.schemes[head].label(near[0])!r}" if near else ""
+        near = difflib.get_close_matches(node, sorted(nodes), n=1, cutoff=0.0)
+        hint = f", nearest {scheme.label(near[0])!r}" if near else ""
         return "refuse", f"{code!r} ({path!r}{hint})"
     if head in f.model.single:
         if path in f.model.single[head]:
