@@ -29,12 +29,16 @@ __all__ = [
 ]
 
 
+# the package's shared parts, not formats: never imported to build a parser (`--help` stays fast)
+SHARED_PARTS = frozenset({"base", "label_map", "patches"})
+
+
 @lru_cache(maxsize=1)
 def point_formats() -> dict[str, PointFormat]:
     """{name: format} of every module of this package that declares a `FORMAT`, by name."""
     found = {}
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
+        if info.name.startswith("_") or info.name in SHARED_PARTS:
             continue
         module = importlib.import_module(f"{__name__}.{info.name}")
         fmt = getattr(module, "FORMAT", None)
