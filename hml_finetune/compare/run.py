@@ -30,7 +30,7 @@ from hml_finetune.finetune.train import run_finetune
 from ssl_benthic.core.checkpoints import LAST, checkpoint_dir, has_checkpoints
 from ssl_benthic.core.config import ConfigError, load_config, save_config
 from ssl_benthic.data.sample.make_sample import GENERATOR, make_sample
-from ssl_benthic.weights.backbones import BackboneError, read_export
+from ssl_benthic.weights.backbones import EXPORT_META, BackboneError, read_export
 
 __all__ = [
     "grid_cells",
@@ -274,7 +274,7 @@ def _configs(cfg: CompareConfig) -> list[Path]:
     paths = [Path(cfg.output_dir) / "resolved_compare.yaml", Path(cfg.base)]
     for s in cfg.starts:
         if s.is_export:
-            paths.append(Path(s.weights) / "backbone.json")
+            paths.append(Path(s.weights) / EXPORT_META)
     return [p for p in paths if p.is_file()]
 
 

@@ -21,8 +21,8 @@ from hml_finetune.finetune.model import HMLModel, autocast, image_transform
 from hml_finetune.hml.hierarchy import Hierarchy
 from hml_finetune.hml.schemes import Scheme, scheme_from_record
 from ssl_benthic.core.config import from_dict
+from ssl_benthic.core.devices import pick_device
 from ssl_benthic.core.errors import ConfigError
-from ssl_benthic.core.trainer import pick_device
 from ssl_benthic.weights.backbones import create_backbone
 
 __all__ = [
@@ -34,7 +34,6 @@ __all__ = [
     "features",
     "probabilities",
     "concat",
-    "pick_device",
 ]
 
 Probs = dict[str, torch.Tensor]

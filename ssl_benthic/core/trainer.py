@@ -16,9 +16,8 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
 from ssl_benthic.core.checkpoints import SaveOnSigterm, fit_or_interrupt
-from ssl_benthic.core.errors import ConfigError
 
-__all__ = ["make_trainer", "fit", "pick_device", "Throughput"]
+__all__ = ["make_trainer", "fit", "Throughput"]
 
 
 def make_trainer(
@@ -58,15 +57,6 @@ def fit(trainer: pl.Trainer, **fit_kwargs: Any) -> None:
     """`trainer.fit`; on SIGTERM the saved checkpoint is named in an `Interrupted` error."""
     guard = next(c for c in trainer.callbacks if isinstance(c, SaveOnSigterm))
     fit_or_interrupt(trainer, guard, **fit_kwargs)
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    """'auto': the GPU when there is one, else the CPU; 'cuda' without a GPU is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: no CUDA GPU is visible")
-    return torch.device(device)
 
 
 def _batch_size(batch: Any) -> int:

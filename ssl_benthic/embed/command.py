@@ -7,6 +7,13 @@ import argparse
 from pathlib import Path
 
 from ssl_benthic.core.errors import UserError
+from ssl_benthic.data.points import (
+    add_format_flags,
+    add_input_flags,
+    chosen_format,
+    format_flags,
+    refuse_unused_flags,
+)
 from ssl_benthic.pretrain.config import KnnMonitorConfig
 
 __all__ = ["add_parser", "cli_embed"]
@@ -31,12 +38,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", help="folder of images (searched recursively)")
     src.add_argument("--shards", help="shard folder (with manifest.json)")
-    src.add_argument("--coralnet", help="CoralNet / CoralNet-Toolbox CSV: one patch per point")
-    p.add_argument("--images-root", help="--coralnet: folder the CSV's image names are under")
-    p.add_argument("--label-map", help="--coralnet: CSV code,path[,head] for the index's labels")
-    p.add_argument("--image-column", default="Name", help="--coralnet: the image name column")
-    p.add_argument("--encoding", default="utf-8-sig", help="--coralnet: text encoding of the CSV")
-    p.add_argument("--patch", type=int, default=224, help="--coralnet: patch side in pixels")
+    add_input_flags(src)  # --coralnet, --squidle, --mermaid: one patch per point
+    add_format_flags(p)
+    p.add_argument("--images-root", help="point exports: the folder their image names are under")
+    p.add_argument("--patch", type=int, default=224, help="point exports: patch side in pixels")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--pool", default="cls", help="a ViT's feature: cls, mean or cls+mean")
     p.add_argument("--img-size", type=int, help="input size (default: the start's own)")
@@ -55,25 +60,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler="ssl_benthic.embed.command:cli_embed")
 
 
-def _source(args: argparse.Namespace):  # noqa: ANN202 - a Source; inputs imports torch-free data
-    from ssl_benthic.embed.inputs import CoralnetSource, ImageSource, ShardSource
+def _source(args: argparse.Namespace):  # noqa: ANN202 - a Source
+    from ssl_benthic.embed.inputs import ImageSource, PointSource, ShardSource
 
-    if args.coralnet is None and (args.images_root or args.label_map):
-        raise UserError("--images-root and --label-map go with --coralnet")
+    fmt = chosen_format(args)
+    refuse_unused_flags(args, fmt, frozenset(), "--images / --shards")
+    if fmt is None and args.images_root:
+        raise UserError("--images-root goes with a point export (--coralnet, --squidle, --mermaid)")
     if args.images is not None:
         return ImageSource(Path(args.images))
     if args.shards is not None:
         return ShardSource(Path(args.shards))
     if args.images_root is None:
-        raise UserError("--coralnet needs --images-root (the folder its image names are under)")
-    label_map = Path(args.label_map) if args.label_map else None
-    return CoralnetSource(
-        Path(args.coralnet),
-        Path(args.images_root),
-        args.patch,
-        label_map,
-        args.image_column,
-        args.encoding,
+        raise UserError(f"--{fmt.name} needs --images-root (the folder its image names are under)")
+    given = {dest: getattr(args, dest, None) for dest in format_flags()}
+    return PointSource(
+        fmt.name, Path(getattr(args, fmt.name)), Path(args.images_root), args.patch, given
     )
 
 

@@ -1,5 +1,5 @@
 """What `embed` reads, as one ordered stream of views: image files of a folder, the samples of a
-shard folder, or the points of a CoralNet export cut as patches (`data.points.patches.cut_patch`,
+shard folder, or the points of a point export (CoralNet, SQUIDLE+, MERMAID) cut as patches (`data.points.patches.cut_patch`,
 the rule make-shards and predict use). Each view carries its record (key, image, row, column,
 labels per head) and an error instead of an image when it cannot be read.
 
@@ -21,15 +21,9 @@ from PIL import Image
 
 from ssl_benthic.core.errors import DataError
 from ssl_benthic.core.paths import sha256_file
-from ssl_benthic.data.csv_rows import DEFAULT_ENCODING
 from ssl_benthic.data.images import CONVERTIBLE_SUFFIXES, SUFFIX_EXT, decode_rgb, describe_error
-from ssl_benthic.data.points.base import (
-    CORALNET_IMAGE_COLUMN,
-    Point,
-    label_counts,
-    read_coralnet,
-)
-from ssl_benthic.data.points.label_map import read_label_map
+from ssl_benthic.data.points import point_format
+from ssl_benthic.data.points.base import Point
 from ssl_benthic.data.points.patches import cut_patch, read_upright
 from ssl_benthic.data.shards.format import MANIFEST
 from ssl_benthic.data.shards.manifest import load_manifest
@@ -37,7 +31,7 @@ from ssl_benthic.data.shards.reader import iter_samples, shard_urls
 from ssl_benthic.data.sources.point_shards import point_key
 from ssl_benthic.data.sources.tables import inside_root
 
-__all__ = ["Record", "View", "Source", "ImageSource", "ShardSource", "CoralnetSource"]
+__all__ = ["Record", "View", "Source", "ImageSource", "ShardSource", "PointSource"]
 
 IMAGE_SUFFIXES = (*SUFFIX_EXT, *CONVERTIBLE_SUFFIXES)
 
@@ -174,35 +168,26 @@ class ShardSource(Source):
 
 
 @dataclass
-class CoralnetSource(Source):
-    """Every point of a CoralNet export as the patch `make-shards --coralnet` cuts (a `Patch Size`
-    column overrides `patch` per point), each photograph decoded once; labels are the point's codes
-    through `label_map` (without one, each code is a label of the head `label`)."""
+class PointSource(Source):
+    """Every point of a point export (any format of `ssl_benthic.data.points`: CoralNet, SQUIDLE+,
+    MERMAID) as the patch `make-shards` cuts (a `Patch Size` column overrides `patch` per point; a
+    whole-frame point is the whole photograph), each photograph decoded once; labels from the
+    format's own labeler (a CoralNet export's codes through `--label-map`, or the codes themselves).
+    `options` are the format's flags by dest (None: its default)."""
 
+    kind: str
     csv: Path
     images_root: Path
     patch: int = 224
-    label_map: Path | None = None
-    image_column: str = CORALNET_IMAGE_COLUMN
-    encoding: str = DEFAULT_ENCODING
+    options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.points, _ = read_coralnet(
-            Path(self.csv), image_column=self.image_column, encoding=self.encoding
-        )
+        self.format = point_format(self.kind)
+        self.options = self.format.options(self.options)
+        self.points, _ = self.format.read(Path(self.csv), self.options)
         if not self.points:
-            raise DataError(f"--coralnet {self.csv}: no point with an image")
-        self.codes = read_label_map(self.label_map, self.encoding)
-        self.codes.check_codes(label_counts(self.points), Path(self.csv))
-
-    def _record(self, index: int, point: Point) -> Record:
-        labels: dict[str, list[str]] = {}
-        for code in point.labels:
-            head, path = self.codes.label(code)
-            if path not in labels.setdefault(head, []):
-                labels[head].append(path)
-        key = point_key(index, point.image, point.row, point.column)
-        return Record(key, point.image, point.row, point.column, labels)
+            raise DataError(f"--{self.kind} {self.csv}: no point with an image")
+        self.labeler = self.format.labels(self.points, Path(self.csv), self.options).labeler
 
     def count(self) -> int:
         return len(self.points)
@@ -213,35 +198,43 @@ class CoralnetSource(Source):
             try:
                 array = read_upright(inside_root(Path(self.images_root), image, str(self.csv)))
             except Exception as exc:  # noqa: BLE001 - missing or unreadable: its points listed
+                why = f"cannot read image: {describe_error(exc)}"
                 for i, p in group:
-                    yield View(
-                        self._record(i, p), None, f"cannot read image: {describe_error(exc)}"
-                    )
+                    yield View(self._record(i, p, p.row, p.column), None, why)
                 continue
             for i, p in group:
-                yield self._patch(self._record(i, p), p, array)
+                yield self._view(i, p, array)
 
-    def _patch(self, record: Record, point: Point, array: Any) -> View:
+    def _record(self, index: int, point: Point, row: int | None, column: int | None) -> Record:
+        key = point_key(index, point.image, row, column)
+        return Record(key, point.image, row, column, self.labeler(point))
+
+    def _view(self, index: int, point: Point, array: Any) -> View:
         height, width = array.shape[:2]
-        if not (0 <= point.row < height and 0 <= point.column < width):
-            why = f"point (Row {point.row}, Column {point.column}) is outside the {width} x {height} image"
+        where = point.pixel(height, width)
+        if where is None:  # a whole-frame label
+            return View(self._record(index, point, None, None), Image.fromarray(array))
+        record = self._record(index, point, *where)
+        row, column = where
+        if not (0 <= row < height and 0 <= column < width):
+            why = f"point (Row {row}, Column {column}) is outside the {width} x {height} image"
             return View(record, None, why)
-        cut = cut_patch(array, point.row, point.column, point.patch or self.patch)
-        return View(record, Image.fromarray(cut))
+        return View(
+            record, Image.fromarray(cut_patch(array, row, column, point.patch or self.patch))
+        )
 
     def identity(self) -> dict[str, Any]:
         root = Path(self.images_root)
         names = sorted({p.image for p in self.points})
         pairs = [(n, _file_sha(root / n)) for n in names]
-        out = {
-            "kind": "coralnet",
+        label_map = self.options.get("label_map")
+        return {
+            "kind": self.kind,
             "csv": str(self.csv),
             "csv_sha256": sha256_file(self.csv),
             "images_root": str(root),
             "images_sha256": _digest(pairs),
             "patch": self.patch,
-            "label_map": None,
+            "options": {k: v for k, v in sorted(self.options.items())},
+            "label_map_sha256": sha256_file(label_map) if label_map else None,
         }
-        if self.label_map is not None:
-            out["label_map"] = {"file": str(self.label_map), "sha256": sha256_file(self.label_map)}
-        return out

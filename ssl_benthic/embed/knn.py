@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from ssl_benthic.core.catami import depth_of
+from ssl_benthic.core.devices import pick_device
 from ssl_benthic.core.errors import UserError
 from ssl_benthic.core.paths import sha256_file
-from ssl_benthic.core.trainer import pick_device
 from ssl_benthic.data.shards.format import MANIFEST
 from ssl_benthic.embed.inputs import ShardSource
 from ssl_benthic.embed.run import features_of

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ssl_benthic.core.trainer import pick_device
+from ssl_benthic.core.devices import pick_device
 from ssl_benthic.embed.chunks import ChunkStore
 from ssl_benthic.embed.inputs import Record, Source, View
 from ssl_benthic.embed.start import Start

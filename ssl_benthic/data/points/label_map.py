@@ -5,6 +5,10 @@ root (`[BIOTA] > Biota > Cnidaria`) belongs to the head named by that root lower
 path without one to the row's `head` cell, else to `label`. Without a map every code is its own label
 of the head `label`. The map goes into the manifest's `source.label_map` ({code: {path, head}}), so
 predictions can be turned back into the tool's codes.
+
+Paths are split by the configured separator (`--path-sep`, default ' > ') and stored with ' > '; a
+path written with another one (`[SUBSTRATE]>Substrate>Sand` under ' > ') would file its code as a
+flat class of `label`, so every such code is refused up front, all of them listed (`split_path`).
 """
 
 from __future__ import annotations
@@ -13,11 +17,12 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from ssl_benthic.core.catami import bracketed_head
+from ssl_benthic.core.catami import SEP, bracketed_head
 from ssl_benthic.core.errors import DataError
 from ssl_benthic.data.csv_rows import DEFAULT_ENCODING, read_csv
+from ssl_benthic.data.points.base import Labels, Point, label_counts, split_path
 
-__all__ = ["DEFAULT_HEAD", "LabelMap", "head_of_path", "read_label_map"]
+__all__ = ["DEFAULT_HEAD", "LabelMap", "head_of_path", "map_labels", "read_label_map"]
 
 DEFAULT_HEAD = "label"
 
@@ -63,8 +68,27 @@ class LabelMap:
         return {"label_map_file": self.file, "label_map": entries}
 
 
-def read_label_map(path: str | Path | None, encoding: str = DEFAULT_ENCODING) -> LabelMap:
-    """Read a `code,path[,head]` CSV; an empty code or path, or a code listed twice, names its row."""
+def _map_row(path: Path, line: int, row: dict) -> tuple[str, str, str]:
+    """(code, path, default head) of one map row; an empty code or path names the row."""
+    code, label = row["code"].strip(), row["path"].strip()
+    if not code or not label:
+        raise DataError(f"{path} row {line}: empty code or path")
+    return code, label, (row.get("head") or "").strip() or DEFAULT_HEAD
+
+
+def _levels(label: str, sep: str | None) -> str | None:
+    """The path with its levels (split by `sep`) joined by ' > ', None when it does not parse."""
+    try:
+        return SEP.join(split_path(label, sep, "label map"))
+    except DataError:
+        return None
+
+
+def read_label_map(
+    path: str | Path | None, encoding: str = DEFAULT_ENCODING, sep: str | None = None
+) -> LabelMap:
+    """Read a `code,path[,head]` CSV, paths split by `sep` (None: ' > '); an empty code or path,
+    or a code listed twice, names its row; every path not written with `sep` is listed at once."""
     if path is None:
         return LabelMap({})
     path = Path(path)
@@ -72,14 +96,41 @@ def read_label_map(path: str | Path | None, encoding: str = DEFAULT_ENCODING) ->
     if "code" not in header or "path" not in header:
         raise DataError(f"{path}: a label map needs the columns code,path (found: {header})")
     entries: dict[str, tuple[str, str]] = {}
+    bad: list[str] = []
     for line, row in rows:
-        code, label = row["code"].strip(), row["path"].strip()
-        if not code or not label:
-            raise DataError(f"{path} row {line}: empty code or path")
+        code, label, default = _map_row(path, line, row)
         if code in entries:
             raise DataError(f"{path} row {line}: code {code!r} is listed twice")
-        default = (row.get("head") or "").strip() or DEFAULT_HEAD
-        entries[code] = (head_of_path(label, default), label)
+        parsed = _levels(label, sep)
+        if parsed is None:
+            bad.append(f"{code!r} (row {line}: {label!r})")
+        entries[code] = (head_of_path(parsed or label, default), parsed or label)
+    if bad:
+        raise DataError(
+            f"{path}: {len(bad)} label paths do not parse with the separator {sep or SEP!r} "
+            f"(an empty level, or another separator): {', '.join(bad)}; pass --path-sep with "
+            "the separator they use, or rewrite them; nothing written"
+        )
     if not entries:
         raise DataError(f"{path}: the label map has no rows")
     return LabelMap(entries, str(path))
+
+
+def map_labels(points: list[Point], csv_path: Path, options: dict) -> Labels:
+    """Label points whose labels are codes through `options["label_map"]` (read with the
+    `path_sep` separator): codes the map lacks are refused, with their counts; each point keeps
+    its codes as the metadata `label_codes`."""
+    codes = read_label_map(options.get("label_map"), sep=options.get("path_sep"))
+    codes.check_codes(label_counts(points), csv_path)
+    for point in points:
+        point.meta["label_codes"] = list(dict.fromkeys(point.labels))
+
+    def labels(point: Point) -> dict:
+        out: dict[str, list[str]] = {}
+        for code in point.labels:
+            head, path = codes.label(code)
+            if path not in out.setdefault(head, []):
+                out[head].append(path)
+        return out
+
+    return Labels(labels, codes.source())

@@ -12,8 +12,9 @@ import torch
 from fixtures.finetune import make_cfg
 
 from hml_finetune.cli import main
+from hml_finetune.finetune.features import extract_features
 from hml_finetune.finetune.inference import load_finetuned
-from hml_finetune.finetune.model import extract_features, image_transform
+from hml_finetune.finetune.model import image_transform
 from hml_finetune.finetune.train import run_finetune
 from hml_finetune.hml.hierarchy import Hierarchy
 from hml_finetune.hml.label_rules import expected_hops_labels, min_probability_labels

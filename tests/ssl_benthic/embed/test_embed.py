@@ -268,7 +268,9 @@ def test_a_random_start_is_seeded(tmp_path: Path) -> None:
     start = load_start("random", model="resnet10t", seed=5, img_size=32)
     assert all(
         torch.equal(a, b)
-        for a, b in zip(start.backbone.state_dict().values(), reference.state_dict().values())
+        for a, b in zip(
+            start.backbone.state_dict().values(), reference.state_dict().values(), strict=True
+        )
     )
     other = load_start("random", model="resnet10t", seed=6).backbone.state_dict()
     assert not torch.equal(other["conv1.0.weight"], reference.state_dict()["conv1.0.weight"])
