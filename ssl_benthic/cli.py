@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from ssl_benthic.core.errors import EXIT_INTERRUPTED, Interrupted, UserError
 from ssl_benthic.data.points import add_format_flags, add_input_flags
+from ssl_benthic.embed.command import add_parser as _add_embed
 
 # what make-shards' --csv and --folder do with the point formats' flags (for their help)
 TABLE_FLAG_USES = {
@@ -291,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_pretrain,
         _add_export,
         _add_import_weights,
+        _add_embed,
     ):
         add(sub)
     return parser

@@ -201,9 +201,11 @@ def finish_run(
 
 
 def run_fields(cfg: FinetuneConfig) -> dict:
-    """What identifies a run in results and reports: start, mode, loss, seed, threshold rule."""
+    """What identifies a run in results and reports: start, its feature pool (a ViT's cls, mean
+    or cls+mean), mode, loss, seed, threshold rule."""
     return {
         "start": cfg.backbone.weights,
+        "pool": cfg.backbone.pool,
         "mode": cfg.mode,
         "loss": cfg.loss.name,
         "seed": cfg.seed,
