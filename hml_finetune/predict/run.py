@@ -167,7 +167,7 @@ def _writer(args: argparse.Namespace, f: Finetuned, choice: LabelChoice) -> Writ
         source=args.coralnet,
         rule=",".join(sorted(set(choice.rules.values()))) or "argmax",
         k=args.top_k,
-        codes=lambda heads: code_ranking(heads, label_map, f.schemes),
+        codes=lambda heads: code_ranking(heads, label_map, f.schemes, f.hierarchies),
     )
 
 

@@ -335,7 +335,8 @@ def make_shards_from_coralnet(
 
     `options` are `WriteOptions` (resize, seed, name, shard bounds, overwrite, split, group_by).
     Codes missing from `label_map` are refused (with their counts) before anything is read; every
-    sample's metadata also keeps the point's codes as `label_codes`.
+    sample's metadata also keeps the point's codes as `label_codes`, and the map's heads it is a
+    known negative of as `negative_heads` (`LabelMap.negative_heads`).
     """
     opts = WriteOptions(**options)
     spec = _spec(patch, patch_format, opts)
@@ -345,6 +346,9 @@ def make_shards_from_coralnet(
     codes.check_codes(label_counts(points), csv_path)
     for point in points:
         point.meta["label_codes"] = list(dict.fromkeys(point.labels))
+        negatives = codes.negative_heads(point.meta["label_codes"])
+        if negatives:  # one label per point: the map's other heads do not apply here
+            point.meta["negative_heads"] = negatives
     source = {"kind": "coralnet", "image_column": image_column, **codes.source()}
     labeler = _coralnet_labeler(codes)
     return _write_points(
