@@ -220,6 +220,11 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
 def _add_summary(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("summary", help="counts per split, head and depth of a shard folder")
     p.add_argument("dir", help="folder with manifest.json (or a folder of such folders)")
+    p.add_argument(
+        "--label-sep",
+        default=None,
+        help="the separator between a label's levels (default: each head's own, found in its labels)",
+    )
     p.set_defaults(handler="ssl_benthic.data.shards.summary:cli_summary")
 
 

@@ -323,6 +323,11 @@ def encode_head(
     return y, m
 
 
+def _labelled(y: torch.Tensor, h: Hierarchy) -> torch.Tensor:
+    """(N,) bool: the samples with a label in the head (a positive root)."""
+    return (y[:, [h.index[r] for r in h.roots]] > 0.5).any(1)
+
+
 def warn_no_negatives(
     targets: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
     hierarchies: Mapping[str, Hierarchy],
@@ -330,21 +335,22 @@ def warn_no_negatives(
     show: int = 5,
 ) -> None:
     """One warning per head naming its nodes (roots aside) with no known negative in `where`:
-    learned from positives only, their probability is high on any input. With a single head, a
-    node every labelled sample passes through (`[SUBSTRATE] > Substrate` when all are substrate)
-    is the head itself and not named."""
+    learned from positives only, their probability is high on any input. A node every labelled
+    sample of the head passes through (`[SUBSTRATE] > Substrate`) is the head itself and is named
+    only when the head never shares a sample with another head: one label per sample (a point
+    export), so the others' samples are where it does not apply, and nothing says so."""
+    labelled = {head: _labelled(y, hierarchies[head]) for head, (y, _) in targets.items()}
     for head, (y, m) in targets.items():
-        h = hierarchies[head]
-        known = m != 0
-        has_neg = ((y < 0.5) & known).any(0).tolist()
-        labelled = known[:, [h.index[r] for r in h.roots]].any(1)
-        everywhere = (y[labelled] > 0.5).all(0).tolist() if bool(labelled.any()) else []
+        h, mine = hierarchies[head], labelled[head]
+        others = [v for k, v in labelled.items() if k != head]
+        other = torch.stack(others).any(0) if others else torch.zeros_like(mine)
+        disjoint = bool(other.any()) and not bool((mine & other).any())
+        has_neg = ((y < 0.5) & (m != 0)).any(0).tolist()
+        everywhere = (y[mine] > 0.5).all(0).tolist() if bool(mine.any()) else [False] * len(h)
         nodes = [
             n
             for j, n in enumerate(h.nodes)
-            if n not in h.roots
-            and not has_neg[j]
-            and not (len(targets) == 1 and everywhere and everywhere[j])
+            if n not in h.roots and not has_neg[j] and (disjoint or not everywhere[j])
         ]
         if nodes:
             listed = ", ".join(repr(n) for n in nodes[:show])

@@ -74,6 +74,16 @@ def test_nodes_without_known_negatives_are_named_per_head():
     assert _warned(targets, hierarchies) == []
 
 
+def test_heads_sharing_samples_are_not_warned_about_the_chain_every_sample_passes():
+    """Images annotated in both heads (the sample): '[SUBSTRATE] > Substrate' is the head."""
+    split = LabelledSplit(
+        ["a", "b"], [{"biota": [SPONGE], "substrate": [SAND]}, {"biota": [CORAL], "substrate": []}]
+    )
+    hierarchies = build_hierarchies([split])
+    targets = encode_split(split, hierarchies, default_schemes(hierarchies))
+    assert _warned(targets, hierarchies) == []
+
+
 def test_one_head_is_not_warned_about_the_chain_every_sample_passes():
     split = LabelledSplit(["a", "b"], [{"biota": [SPONGE]}, {"biota": [CORAL]}])
     hierarchies = build_hierarchies([split])
