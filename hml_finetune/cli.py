@@ -89,9 +89,17 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--image-column", default=None, help="the export's image column (default: its own)"
     )
-    p.add_argument("--patch", type=int, default=224, help="patch side in pixels, as make-shards")
     p.add_argument(
-        "--resize", type=int, default=0, help="resize patches as make-shards did (0: no)"
+        "--patch",
+        type=int,
+        default=None,
+        help="patch side in pixels (default: the training patches', from model.ckpt, else 224)",
+    )
+    p.add_argument(
+        "--resize",
+        type=int,
+        default=None,
+        help="resize patches to this side (0: no; default: as the training patches were)",
     )
     p.add_argument("--out", required=True, help="the file to write")
     p.add_argument("--format", default="csv", choices=FORMATS)
