@@ -14,7 +14,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from ssl_benthic.core.errors import EXIT_INTERRUPTED, Interrupted, UserError
+from ssl_benthic.core.errors import EXIT_INTERRUPTED, Interrupted, Terminated, UserError
 
 
 def _add_make_sample(sub: argparse._SubParsersAction) -> None:
@@ -359,9 +359,12 @@ def run_handler(args: argparse.Namespace, debug: bool = False) -> int:
         if debug:
             raise
         return _report(exc)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if debug:
             raise
+        if isinstance(exc, Terminated):
+            print(f"interrupted by SIGTERM{': ' + exc.kept if exc.kept else ''}", file=sys.stderr)
+            return EXIT_INTERRUPTED
         print("interrupted (Ctrl-C)", file=sys.stderr)
         return 130
     finally:
