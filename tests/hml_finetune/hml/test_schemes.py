@@ -205,6 +205,8 @@ def test_summary_counts_any_scheme_and_unlabelled_images(survey, tmp_path):
     taxon = s["heads"]["taxon"]
     assert (taxon["annotated"], taxon["unannotated"]) == (26, 14)
     assert taxon["depth"] == {2: 13, 3: 13}  # the '/' lineage's own levels (#22.6)
+    told = summarize(survey, label_sep=" > ")["splits"]["train"]["heads"]["taxon"]
+    assert told["depth"] == {1: 26}  # --label-sep wins
     assert taxon["invalid"] is None  # only CATAMI heads are checked against a scheme here
     assert s["heads"]["condition"]["depth"] == {2: 24, 3: 16}
     rng = np.random.default_rng(1)
