@@ -90,9 +90,17 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         help="where the photographs of a point export are (default: the export's folder)",
     )
     add_format_flags(p, reads_only=True)
-    p.add_argument("--patch", type=int, default=224, help="patch side in pixels, as make-shards")
     p.add_argument(
-        "--resize", type=int, default=0, help="resize patches as make-shards did (0: no)"
+        "--patch",
+        type=int,
+        default=None,
+        help="patch side in pixels (default: the training patches', from model.ckpt, else 224)",
+    )
+    p.add_argument(
+        "--resize",
+        type=int,
+        default=None,
+        help="resize patches to this side (0: no; default: as the training patches were)",
     )
     p.add_argument("--out", required=True, help="the file to write")
     p.add_argument("--format", default="csv", choices=sorted(writers()), help=writer_help())

@@ -14,7 +14,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from ssl_benthic.core.errors import EXIT_INTERRUPTED, Interrupted, UserError
+from ssl_benthic.core.errors import EXIT_INTERRUPTED, Interrupted, Terminated, UserError
 from ssl_benthic.data.points import add_format_flags, add_input_flags
 from ssl_benthic.embed.command import add_parser as _add_embed
 
@@ -202,6 +202,11 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
 def _add_summary(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("summary", help="counts per split, head and depth of a shard folder")
     p.add_argument("dir", help="folder with manifest.json (or a folder of such folders)")
+    p.add_argument(
+        "--label-sep",
+        default=None,
+        help="the separator between a label's levels (default: each head's own, found in its labels)",
+    )
     p.set_defaults(handler="ssl_benthic.data.shards.summary:cli_summary")
 
 
@@ -337,9 +342,12 @@ def run_handler(args: argparse.Namespace, debug: bool = False) -> int:
         if debug:
             raise
         return _report(exc)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if debug:
             raise
+        if isinstance(exc, Terminated):
+            print(f"interrupted by SIGTERM{': ' + exc.kept if exc.kept else ''}", file=sys.stderr)
+            return EXIT_INTERRUPTED
         print("interrupted (Ctrl-C)", file=sys.stderr)
         return 130
     finally:

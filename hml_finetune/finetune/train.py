@@ -139,18 +139,27 @@ def _meta(
         "thresholds": None,
         "weights": weights_identity(cfg.backbone.weights, cfg.backbone.weights_file),
         "schemes": {h: s.record() for h, s in data.schemes.items()},
-        "label_map": _label_map(cfg.data.train),
+        "label_map": _train_source(cfg.data.train).get("label_map"),
+        "patch": _patch(_train_source(cfg.data.train)),
     }
 
 
-def _label_map(shards: str) -> dict | None:
-    """The code -> {head, path} map a point export's training shards were made with (None: none),
-    so `predict --format coralnet` can write label codes back."""
+def _train_source(shards: str) -> dict:
+    """The training manifest's `source` ({} without one): a point export's label map (code ->
+    {head, path}), so `predict --format coralnet` can write label codes back, and its patch size."""
     folder = Path(shards)
     if not (folder / "manifest.json").is_file():
-        return None
+        return {}
     source = load_manifest(folder).get("source") or {}
-    return source.get("label_map") if isinstance(source, dict) else None
+    return source if isinstance(source, dict) else {}
+
+
+def _patch(source: dict) -> dict | None:
+    """How the training patches were cut ({patch, resize}), for `predict`'s defaults; None when
+    the shards are not patches of a point export."""
+    if not isinstance(source.get("patch"), int):
+        return None
+    return {"patch": source["patch"], "resize": int(source.get("resize") or 0)}
 
 
 def _resolved(cfg: FinetuneConfig, backbone: torch.nn.Module, schemes: dict) -> FinetuneConfig:

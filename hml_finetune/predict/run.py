@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,8 +47,11 @@ from ssl_benthic.data.points import (
 )
 from ssl_benthic.data.shards.manifest import load_manifest
 
+DEFAULT_PATCH = 224  # make-shards' default patch side
+
 __all__ = [
     "PredictSummary",
+    "patch_defaults",
     "LabelChoice",
     "label_choice",
     "run_predict",
@@ -214,6 +218,7 @@ def run_predict(args: argparse.Namespace) -> PredictSummary:
         if path is not None and Path(path).exists() and not args.overwrite:
             raise ConfigError(f"{flag} {path} exists: pass --overwrite to replace it")
     f = load_for_inference(args.checkpoint, args.device)
+    args.patch, args.resize = patch_defaults(f.meta.get("patch"), args.patch, args.resize)
     choice = label_choice(f, args.label_rule, args.min_probability)
     total, batches = _batches(args, f)
     summary, start, skipped = PredictSummary(), time.perf_counter(), decode_errors()
@@ -240,8 +245,24 @@ def run_predict(args: argparse.Namespace) -> PredictSummary:
     return summary
 
 
+def patch_defaults(trained: dict | None, patch: int | None, resize: int | None) -> tuple[int, int]:
+    """(patch, resize) for point inputs: the user's, else the training patches' (`trained`, from
+    model.ckpt), else 224 and none; a warning when the user's differ from the training ones."""
+    trained = trained or {}
+    for flag, given, used in (("--patch", patch, "patch"), ("--resize", resize, "resize")):
+        if given is not None and used in trained and given != trained[used]:
+            warnings.warn(
+                f"{flag} {given}: the model was trained on patches with {used} "
+                f"{trained[used]} (its training shards' manifest); predicting with {given}",
+                stacklevel=2,
+            )
+    patch = patch if patch is not None else trained.get("patch", DEFAULT_PATCH)
+    return patch, resize if resize is not None else trained.get("resize", 0)
+
+
 def _check_args(args: argparse.Namespace) -> None:
-    if args.batch_size < 1 or args.top_k < 1 or args.num_workers < 0 or args.patch < 1:
+    small = args.patch is not None and args.patch < 1
+    if args.batch_size < 1 or args.top_k < 1 or args.num_workers < 0 or small:
         raise ConfigError("--batch-size, --top-k and --patch must be >= 1, --num-workers >= 0")
     fmt = chosen_format(args)
     refuse_unused_flags(args, fmt, frozenset(), "--images / --shards")

@@ -12,8 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TextIO
 
+from hml_finetune.predict.suggestions import rank_codes
+
 if TYPE_CHECKING:  # the CLI builds --format from the writers: keep the import light
     from hml_finetune.finetune.inference import Finetuned
+    from hml_finetune.hml.hierarchy import Hierarchy
     from hml_finetune.hml.schemes import Scheme
     from hml_finetune.predict.inputs import Item
     from hml_finetune.predict.labels import HeadPrediction
@@ -85,19 +88,9 @@ def code_ranking(
     heads: dict[str, HeadPrediction],
     label_map: dict[str, dict[str, str]] | None,
     schemes: dict[str, Scheme],
+    hierarchies: dict[str, Hierarchy],
 ) -> list[tuple[str, float]]:
-    """Every label code with the probability of its node, most probable first (deeper first on a
-    tie): the codes of the training shards' label map, or without one the classes of the flat
-    head `label` (CoralNet codes used as labels)."""
-    if label_map is None:
-        pred = heads.get("label")
-        return sorted(pred.probabilities.items(), key=lambda kv: -kv[1]) if pred else []
-    scored = []
-    for code, entry in label_map.items():
-        head = entry["head"]
-        if head in heads and head in schemes:
-            name = schemes[head].label(schemes[head].node(entry["path"]))
-            p = heads[head].probabilities.get(name)
-            if p is not None:
-                scored.append((code, p, name.count(">")))
-    return [(c, p) for c, p, _ in sorted(scored, key=lambda t: (-t[1], -t[2], t[0]))]
+    """Every label code with the probability that it is the point's label, most probable first
+    (`suggestions.rank_codes`): the codes of the training shards' label map, or without one the
+    classes of the head `label` (CoralNet codes used as labels)."""
+    return rank_codes(heads, label_map, hierarchies, schemes)

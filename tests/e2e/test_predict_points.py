@@ -348,3 +348,21 @@ def codes_of(row: dict) -> str:
     """A MERMAID row's label code, written by hand: the attribute, ' / ', the growth form."""
     form = row["growth_form_name"]
     return f"{row['benthic_attribute_name']} / {form}" if form else row["benthic_attribute_name"]
+
+
+def test_patch_defaults_to_the_training_patches_and_warns_when_told_otherwise(survey, tmp_path):
+    """#22.9: the model was trained on 16 px patches; predict used to cut 224 px by default."""
+    from hml_finetune.finetune.inference import load_finetuned
+
+    assert load_finetuned(survey["ckpt"])[2]["patch"] == {"patch": 16, "resize": 0}
+    args = ["--coralnet", str(survey["export"]), "--images-root", str(survey["root"] / "photos")]
+    args += ["--format", "jsonl"]
+    default, told, other = (tmp_path / f"{n}.jsonl" for n in ("default", "told", "other"))
+    assert _predict(survey, default, *args) == 0
+    assert _predict(survey, told, *args, "--patch", "16") == 0
+    assert default.read_text() == told.read_text()
+    with pytest.warns(
+        UserWarning, match=r"--patch 24: the model was trained on patches with patch 16"
+    ):
+        assert _predict(survey, other, *args, "--patch", "24") == 0
+    assert other.read_text() != told.read_text()

@@ -112,7 +112,9 @@ class CoralnetWriter(Writer):
 
     def _codes(self, heads: dict[str, HeadPrediction]) -> list[tuple[str, Any]]:
         f = self.ctx.model
-        return code_ranking(heads, f.meta.get("label_map"), f.schemes)[: self.ctx.top_k]
+        return code_ranking(heads, f.meta.get("label_map"), f.schemes, f.hierarchies)[
+            : self.ctx.top_k
+        ]
 
     def write(self, item: Item, heads: dict[str, HeadPrediction], top: dict[str, str]) -> None:
         if item.row is None:

@@ -9,12 +9,18 @@ predictions can be turned back into the tool's codes.
 Paths are split by the configured separator (`--path-sep`, default ' > ') and stored with ' > '; a
 path written with another one (`[SUBSTRATE]>Substrate>Sand` under ' > ') would file its code as a
 flat class of `label`, so every such code is refused up front, all of them listed (`split_path`).
+
+A point export gives one label per point, so a point whose codes fall in one head is a known negative
+of every other head of the map (`negative_heads`, recorded per sample by make-shards). Where heads
+can apply to the same point (a condition code on a point that also shows a biota class the annotator
+did not record), the optional `overlap` column says so per code: the heads (separated by `|`) a point
+with that code may also belong to, or `*` for every head; such heads are left unknown for it.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ssl_benthic.core.catami import SEP, bracketed_head
@@ -38,12 +44,28 @@ class LabelMap:
 
     entries: dict[str, tuple[str, str]]
     file: str | None = None
+    overlap: dict[str, frozenset[str]] = field(default_factory=dict)  # code -> heads, "*" = all
 
     def label(self, code: str) -> tuple[str, str]:
         """(head, path) of a code; without a map file, (`label`, code)."""
         if self.file is None:
             return DEFAULT_HEAD, code
         return self.entries[code]
+
+    def heads(self) -> list[str]:
+        """Every head of the map, sorted."""
+        return sorted({head for head, _ in self.entries.values()})
+
+    def negative_heads(self, codes: list[str]) -> list[str]:
+        """The heads a point with `codes` is a known negative of: every head of the map that no
+        code of the point falls in, less those its codes overlap with (`overlap`)."""
+        if self.file is None or not codes:
+            return []
+        own = {self.entries[c][0] for c in codes}
+        shared = set().union(*(self.overlap.get(c, frozenset()) for c in codes))
+        if "*" in shared:
+            return []
+        return [h for h in self.heads() if h not in own and h not in shared]
 
     def check_codes(self, counts: Counter, where: Path) -> None:
         """Refuse codes of `where` that the map lacks, listing each with its count (largest first)."""
@@ -97,6 +119,7 @@ def read_label_map(
         raise DataError(f"{path}: a label map needs the columns code,path (found: {header})")
     entries: dict[str, tuple[str, str]] = {}
     bad: list[str] = []
+    overlap: dict[str, frozenset[str]] = {}
     for line, row in rows:
         code, label, default = _map_row(path, line, row)
         if code in entries:
@@ -105,6 +128,9 @@ def read_label_map(
         if parsed is None:
             bad.append(f"{code!r} (row {line}: {label!r})")
         entries[code] = (head_of_path(parsed or label, default), parsed or label)
+        shared = frozenset(h.strip() for h in (row.get("overlap") or "").split("|") if h.strip())
+        if shared:
+            overlap[code] = shared
     if bad:
         raise DataError(
             f"{path}: {len(bad)} label paths do not parse with the separator {sep or SEP!r} "
@@ -113,7 +139,8 @@ def read_label_map(
         )
     if not entries:
         raise DataError(f"{path}: the label map has no rows")
-    return LabelMap(entries, str(path))
+    _check_overlap(path, overlap, {h for h, _ in entries.values()})
+    return LabelMap(entries, str(path), overlap)
 
 
 def map_labels(points: list[Point], csv_path: Path, options: dict) -> Labels:
@@ -124,6 +151,9 @@ def map_labels(points: list[Point], csv_path: Path, options: dict) -> Labels:
     codes.check_codes(label_counts(points), csv_path)
     for point in points:
         point.meta["label_codes"] = list(dict.fromkeys(point.labels))
+        negatives = codes.negative_heads(point.meta["label_codes"])
+        if negatives:  # one label per point: the map's other heads do not apply here
+            point.meta["negative_heads"] = negatives
 
     def labels(point: Point) -> dict:
         out: dict[str, list[str]] = {}
@@ -134,3 +164,15 @@ def map_labels(points: list[Point], csv_path: Path, options: dict) -> Labels:
         return out
 
     return Labels(labels, codes.source())
+
+
+def _check_overlap(path: Path, overlap: dict[str, frozenset[str]], heads: set[str]) -> None:
+    """An `overlap` cell naming a head the map does not have is a typo that would make that
+    code's points negatives silently: refuse it, naming the code and the heads."""
+    for code, shared in overlap.items():
+        unknown = sorted(shared - heads - {"*"})
+        if unknown:
+            raise DataError(
+                f"{path}: code {code!r}: overlap names head(s) {unknown} that the map does not "
+                f"have (heads: {', '.join(sorted(heads))}; '*' means every head)"
+            )

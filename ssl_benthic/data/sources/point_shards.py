@@ -312,7 +312,9 @@ def make_point_shards(
     `flags` are the format's own (by dest: image_column, encoding, label_map, ...; missing ones
     take the format's defaults); `options` are `WriteOptions` (resize, seed, name, shard bounds,
     overwrite, split, group_by). Bad labels (codes the label map lacks, a lineage that does not
-    parse) are refused before any image is read.
+    parse) are refused before any image is read. Every
+    sample's metadata keeps the point's codes as `label_codes` and, through a label map, the map's
+    heads it is a known negative of as `negative_heads` (`LabelMap.negative_heads`).
     """
     fmt = point_format(kind)
     opts = WriteOptions(**options)

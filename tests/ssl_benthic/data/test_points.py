@@ -143,6 +143,53 @@ def test_coralnet_without_a_map_files_codes_under_label(tmp_path: Path) -> None:
     assert load_manifest(out)["source"]["label_map"] is None
 
 
+def test_points_of_one_head_are_known_negatives_of_the_others(tmp_path: Path) -> None:
+    """One label per point: a biota point is a negative of substrate and the reverse; a point with
+    codes of both heads (line 2 and 5) is a negative of neither."""
+    csv_path, out = _case(tmp_path), tmp_path / "out"
+    argv = ["--coralnet", str(csv_path), "--label-map", str(tmp_path / "map.csv")]
+    assert _shard([*argv, "--out", str(out), "--patch", "4"]) == 0
+    negatives = {k: m.get("negative_heads") for k, (_, m) in _read(out).items()}
+    assert negatives == {
+        "00000000_a_r0_c0": ["substrate"],  # POR
+        "00000001_a_r0_c14": ["biota"],  # SAND
+        "00000002_a_r10_c15": ["substrate"],  # POR and ALG: both biota
+        "00000003_a_r19_c29": ["biota"],
+        "00000004_b_r8_c0": ["substrate"],
+        "00000005_b_r15_c7": ["substrate"],
+    }
+
+
+def test_an_overlap_column_leaves_the_overlapping_heads_unknown(tmp_path: Path) -> None:
+    csv_path, out = _case(tmp_path), tmp_path / "out"
+    (tmp_path / "map.csv").write_text(
+        f"code,path,head,overlap\nPOR,{CORALS},,substrate\nALG,{ALGAE},,\nSAND,Sand,substrate,*\n",
+        encoding="utf-8",
+    )
+    argv = ["--coralnet", str(csv_path), "--label-map", str(tmp_path / "map.csv")]
+    assert _shard([*argv, "--out", str(out), "--patch", "4"]) == 0
+    negatives = {k: m.get("negative_heads") for k, (_, m) in _read(out).items()}
+    assert negatives["00000000_a_r0_c0"] is None  # POR overlaps substrate
+    assert negatives["00000001_a_r0_c14"] is None  # SAND overlaps every head
+    assert negatives["00000004_b_r8_c0"] == ["substrate"]  # ALG overlaps nothing
+    assert negatives["00000002_a_r10_c15"] is None  # POR and ALG: POR's overlap counts
+
+
+def test_an_overlap_naming_an_unknown_head_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    csv_path = _case(tmp_path)
+    (tmp_path / "map.csv").write_text(
+        f"code,path,overlap\nPOR,{CORALS},substrat\nSAND,[SUBSTRATE] > Sand,\n", encoding="utf-8"
+    )
+    argv = ["--coralnet", str(csv_path), "--label-map", str(tmp_path / "map.csv")]
+    assert _shard([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "code 'POR': overlap names head(s) ['substrat']" in err and "heads: biota, substrate" in err
+    )
+
+
 TOOLBOX_HEADER = (
     "Name,Path,Row,Column,Patch Size,Annotation Type,Label,Long Label,Verified,"
     + ",".join(f"Machine confidence {i}" for i in range(1, 6))
