@@ -114,7 +114,7 @@ class SSLMethod(pl.LightningModule):
 
     @classmethod
     def build_transform(cls, t: TransformConfig) -> Callable:
-        """The lightly multi-view transform for this method (PIL image -> list of view tensors).
+        """The lightly view transform for this method (PIL image -> list of view tensors).
 
         With `transform.device: accelerator` this object is also read into worker crops and batched
         device ops (`ssl_benthic.pretrain.augment`), so each view stays a torchvision Compose of the ops that
