@@ -189,7 +189,16 @@ def test_overrides_reach_the_recipe(tmp_path: Path) -> None:
     "recipe", sorted((REPO / "configs" / "pretrain").glob("*.yaml")), ids=lambda p: p.name
 )
 def test_recipe_loads_and_makes_its_views(recipe: Path) -> None:
+    """A recipe trains the method its file is named for, a _sample recipe reads the sample's shards
+    (its kNN monitor too) and only it does, and every view has the recipe's sizes."""
     cfg = load_recipe(recipe)  # validates method, params and backbone names; the method's checks
+    method, _, kind = recipe.stem.partition("_")
+    assert cfg.method.name == method and kind in ("", "sample", "continue")
+    shards = [cfg.data.shards]
+    if cfg.monitor.knn is not None:
+        shards += [cfg.monitor.knn.shards, cfg.monitor.knn.bank_shards]
+    on_sample = [s.startswith("shards/sample/") for s in shards]
+    assert on_sample == [kind == "sample"] * len(shards), shards
     views = get_method(cfg.method.name).build_transform(cfg.transform)(Image.new("RGB", (80, 80)))
     size, local = cfg.transform.input_size, cfg.transform.local_crop_size
     count = {"dino": 2 + cfg.transform.n_local_views, "mae": 1}.get(cfg.method.name, 2)
