@@ -25,6 +25,7 @@ from lightly.models.modules.masked_vision_transformer_decoder_timm import (
 )
 from lightly.models.modules.masked_vision_transformer_timm import init_weights
 from lightly.models.utils import (
+    deactivate_requires_grad,
     get_at_index,
     normalize_mean_var,
     patchify,
@@ -95,8 +96,19 @@ class MAE(SSLMethod):
         return MAETransform(**kw)
 
     def build(self) -> None:
-        p, vit = self.params, self.backbone
+        vit = self.backbone
         self._check_grid(vit)
+        # shares the backbone's modules: kept out of the module tree, so the state dict, the
+        # optimiser and the export see each weight once, under `backbone.*`
+        self.__dict__["encoder"] = self._encoder(vit)
+        self.patch = int(vit.patch_embed.patch_size[0])
+        self.num_patches = int(vit.patch_embed.num_patches)
+        self.prefix = int(vit.num_prefix_tokens)
+        self._build_decoder(int(vit.embed_dim), int(vit.patch_embed.proj.in_channels))
+
+    def _encoder(self, vit: VisionTransformer) -> MaskedVisionTransformerTIMM:
+        """lightly's masked encoder around `vit`: MAE's initialisation from random weights, the
+        weights as they are from an export or import."""
         fresh = self.cfg.backbone.weights == "random"
         encoder = MaskedVisionTransformerTIMM(
             vit,
@@ -104,13 +116,17 @@ class MAE(SSLMethod):
             pos_embed_initialization="sincos" if fresh else "skip",
         )
         encoder.mask_token.requires_grad_(False)  # masked tokens are dropped, never replaced
-        # shares the backbone's modules: kept out of the module tree, so the state dict, the
-        # optimiser and the export see each weight once, under `backbone.*`
-        self.__dict__["encoder"] = encoder
-        self.patch = int(vit.patch_embed.patch_size[0])
-        self.num_patches = int(vit.patch_embed.num_patches)
-        self.prefix = int(vit.num_prefix_tokens)
-        self.decoder_embed = nn.Linear(vit.embed_dim, p.decoder_dim)
+        # what comes after the tokens (pooling norm, attention pool, an import's CLIP projection)
+        # is off the loss's path: kept as it is (a trainable parameter without gradient stalls DDP)
+        for name in ("fc_norm", "attn_pool", "head"):
+            if isinstance(module := getattr(vit, name, None), nn.Module):
+                deactivate_requires_grad(module)
+        return encoder
+
+    def _build_decoder(self, embed_dim: int, in_chans: int) -> None:
+        """Linear embedding -> lightly's decoder (mask tokens, fixed sine-cosine positions) -> pixels."""
+        p = self.params
+        self.decoder_embed = nn.Linear(embed_dim, p.decoder_dim)
         self.decoder = MaskedVisionTransformerDecoderTIMM(
             num_patches=self.num_patches,
             embed_dim=p.decoder_dim,
@@ -119,7 +135,6 @@ class MAE(SSLMethod):
             num_prefix_tokens=self.prefix,
             mlp_ratio=p.decoder_mlp_ratio,
         )
-        in_chans = int(vit.patch_embed.proj.in_channels)
         self.decoder_pred = nn.Linear(p.decoder_dim, self.patch**2 * in_chans)
         self.decoder_embed.apply(init_weights)
         self.decoder_pred.apply(init_weights)

@@ -65,6 +65,18 @@ def test_the_encoder_sees_only_the_kept_tokens_and_the_decoder_predicts_the_rest
     assert seen == {"encoder": (3, 1 + 4, 32), "predicted": (3, 12, PATCH * PATCH * 3)}
 
 
+def test_every_trainable_parameter_gets_a_gradient() -> None:
+    """DDP stalls on a trainable parameter the loss never reaches: an average-pooling ViT's fc_norm
+    (after the tokens) is frozen, everything else trains."""
+    vit = {"kwargs": {**TINY_VIT["kwargs"], "global_pool": "avg", "fc_norm": True}, "pool": "mean"}
+    model = _mae(backbone=vit)
+    model.compute_loss([torch.randn(2, 3, 32, 32)]).backward()
+    trainable = {k for k, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {k for k, p in model.named_parameters() if p.grad is not None}
+    assert not any(k.startswith("backbone.fc_norm") for k in trainable)
+    assert "backbone.blocks.1.mlp.fc2.weight" in trainable and "decoder.mask_token" in trainable
+
+
 def _fixed_mask(model: torch.nn.Module, n: int) -> tuple[Tensor, Tensor]:
     torch.manual_seed(5)
     keep, masked = model.mask(n, torch.device("cpu"))
