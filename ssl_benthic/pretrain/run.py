@@ -134,6 +134,7 @@ def build_trainer(cfg: PretrainConfig, extra_callbacks: Sequence[pl.Callback] = 
         accumulate_grad_batches=t.accumulate_grad_batches,
         gradient_clip_val=t.gradient_clip_val,
         log_every_n_steps=t.log_every_n_steps,
+        enable_progress_bar=t.enable_progress_bar,
         sync_batchnorm=t.sync_batchnorm and on_gpu(t.accelerator),  # torch refuses SyncBN on CPU
         deterministic=t.deterministic,
     )

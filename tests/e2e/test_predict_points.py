@@ -98,7 +98,10 @@ def test_points_are_cut_as_make_shards_cut_them(survey, tmp_path):
     assert len(shard_records) == 12  # the test split: 3 photographs x 4 points
     for r in shard_records:
         twin = by_place[(r["image"], r["row"], r["column"])]
+        assert set(r["heads"]) == set(twin["heads"]) == {"biota", "substrate"}  # the map's roots
         for head, pred in r["heads"].items():
+            assert pred["probabilities"].keys() == twin["heads"][head]["probabilities"].keys()
+            assert pred["probabilities"], head
             for node, p in pred["probabilities"].items():
                 assert twin["heads"][head]["probabilities"][node] == pytest.approx(p, abs=1e-6)
 
