@@ -1,7 +1,7 @@
 """The `ssl-benthic` command: sample data, shards, pretraining and export.
 
-Each sub-command's work lives in its own module and is imported only when that command runs, so
-`ssl-benthic --help` stays fast.
+Each sub-command owns its flags in the `command.py` of its stage's folder (listed in `COMMANDS`);
+its work is imported only when that command runs, so `ssl-benthic --help` stays fast (no torch).
 """
 
 from __future__ import annotations
@@ -15,290 +15,32 @@ import warnings
 from collections.abc import Sequence
 
 from ssl_benthic.core.errors import EXIT_INTERRUPTED, Interrupted, Terminated, UserError
-from ssl_benthic.data.points import add_format_flags, add_input_flags
-from ssl_benthic.embed.command import add_parser as _add_embed
+from ssl_benthic.data.sample.command import add_make_sample, add_make_survey
+from ssl_benthic.data.shards.command import add_summary, add_verify_shards
+from ssl_benthic.data.sources.command import add_make_shards
+from ssl_benthic.embed.command import add_embed
+from ssl_benthic.pretrain.command import add_pretrain
+from ssl_benthic.weights.command import add_export, add_import_weights
 
-# what make-shards' --csv and --folder do with the point formats' flags (for their help)
-TABLE_FLAG_USES = {
-    "image_column": "--csv: image",
-    "encoding": "--csv",
-    "head": "--folder: the head of its class labels, default label",
-}
-
-
-def _add_make_sample(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "make-sample", help="draw the synthetic seafloor sample and write it as shards"
-    )
-    p.add_argument(
-        "--out", required=True, help="output folder (one sub-folder of shards per split)"
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-unlabelled", type=int, default=2000, help="images in the unlabelled split")
-    p.add_argument("--n-labelled", type=int, default=1200, help="images in train+val+test")
-    p.add_argument("--size", type=int, default=64, help="image side in pixels")
-    p.add_argument(
-        "--shallow-fraction",
-        type=float,
-        default=0.2,
-        help="share of labelled images annotated only to a shallower level",
-    )
-    p.add_argument(
-        "--unannotated-fraction",
-        type=float,
-        default=0.1,
-        help="share of labelled images that leave one head unannotated",
-    )
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace a non-empty --out (only once the new sample is complete)",
-    )
-    p.set_defaults(handler="ssl_benthic.data.sample.make_sample:cli_make_sample")
-
-
-def _add_make_survey(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "make-survey",
-        help="draw a small point-annotated survey (photos + CoralNet export) to try the workflow",
-    )
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-images", type=int, default=60, help="photographs")
-    p.add_argument("--size", type=int, default=128, help="photograph side in pixels")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
-    p.set_defaults(handler="ssl_benthic.data.sample.make_survey:cli_make_survey")
-
-
-def bounded(kind: type, ok: object, what: str) -> object:
-    """argparse type: a `kind` number that passes `ok` (`--resize -5` is refused, not 1x1)."""
-
-    def parse(text: str) -> int | float:
-        value = kind(text)
-        if not ok(value):
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
-        return value
-
-    parse.__name__ = kind.__name__  # argparse says "invalid int value: 'x'"
-    return parse
-
-
-def _add_make_shards(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "make-shards",
-        help="write webdataset tar shards from a CSV, a folder tree or a point annotation export",
-    )
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--csv", help="CSV with an image path column and label columns")
-    src.add_argument("--folder", help="folder tree, one class per sub-folder")
-    add_input_flags(src)
-    p.add_argument(
-        "--images-root",
-        default=None,
-        help="root that the CSV's image paths are relative to (default: the CSV's folder)",
-    )
-    p.add_argument(
-        "--out", required=True, help="output folder for NAME-000000.tar ... and manifest.json"
-    )
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace a non-empty --out (only once the new shards are complete)",
-    )
-    p.add_argument(
-        "--strict",
-        action="store_true",
-        help="refuse rows without an image file before writing; exit 1 if an image does not decode",
-    )
-    p.add_argument("--name", default="shard", help="shard file prefix")
-    p.add_argument(
-        "--label-columns",
-        default="catami_biota=biota,catami_substrate=substrate,catami_relief=relief,catami_bedforms=bedforms",
-        help="CSV columns to label heads, as column=head pairs separated by commas",
-    )
-    p.add_argument(
-        "--label-sep", default="|", help="separator of several labels inside one CSV cell"
-    )
-    add_format_flags(p, also=TABLE_FLAG_USES)
-    p.add_argument(
-        "--patch",
-        type=bounded(int, lambda v: v >= 1, ">= 1"),
-        default=224,
-        help="side of the square patch cut around each point, in image pixels (a Patch Size "
-        "column overrides it per point)",
-    )
-    p.add_argument(
-        "--patch-format",
-        choices=("jpg", "png"),
-        default="jpg",
-        help="store patches as JPEG quality 95 (default) or PNG",
-    )
-    p.add_argument(
-        "--split",
-        default=None,
-        help="write OUT/{train,val,test}/ by whole groups, e.g. train=0.7,val=0.15,test=0.15; "
-        "'partition' (or any value, when the CSV has a partition column) follows that column",
-    )
-    p.add_argument(
-        "--group-by",
-        default="image",
-        help="with --split: column whose groups stay in one split (default: image; e.g. site, dive)",
-    )
-    p.add_argument(
-        "--max-shard-mb",
-        type=bounded(float, lambda v: v > 0, "> 0"),
-        default=256.0,
-        help="upper bound of one shard's size",
-    )
-    p.add_argument(
-        "--max-per-shard",
-        type=bounded(int, lambda v: v >= 1, ">= 1"),
-        default=10000,
-        help="upper bound of samples per shard",
-    )
-    p.add_argument(
-        "--resize",
-        type=bounded(int, lambda v: v >= 0, ">= 0 (0 keeps the size)"),
-        default=0,
-        help="resize the short side to this (0 keeps); point patches to PX x PX",
-    )
-    p.add_argument(
-        "--seed", type=int, default=0, help="seed of the deterministic shuffle and of --split"
-    )
-    p.add_argument(
-        "--workers",
-        type=bounded(int, lambda v: v >= 1, ">= 1"),
-        default=1,
-        help="processes that decode, resize and encode images (the shards are byte-identical "
-        "whatever the number; about one per core)",
-    )
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="reuse the finished shards that an interrupted run of the same command left in "
-        ".OUT.partial-PID beside --out (each re-checked by sha256); write the rest",
-    )
-    p.set_defaults(handler="ssl_benthic.data.sources.make_shards:cli_make_shards")
-
-
-def _add_verify(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "verify-shards",
-        help="check every shard's sha256 and that every image decodes; warn about images in two splits",
-    )
-    p.add_argument(
-        "dir",
-        help="folder with manifest.json (or a folder of such folders, e.g. split folders)",
-    )
-    p.add_argument(
-        "--workers",
-        type=bounded(int, lambda v: v >= 1, ">= 1"),
-        default=1,
-        help="processes that check shards (about one per core)",
-    )
-    p.set_defaults(handler="ssl_benthic.data.shards.verify:cli_verify_shards")
-
-
-def _add_summary(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("summary", help="counts per split, head and depth of a shard folder")
-    p.add_argument("dir", help="folder with manifest.json (or a folder of such folders)")
-    p.add_argument(
-        "--label-sep",
-        default=None,
-        help="the separator between a label's levels (default: each head's own, found in its labels)",
-    )
-    p.set_defaults(handler="ssl_benthic.data.shards.summary:cli_summary")
-
-
-def _add_pretrain(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("pretrain", help="self-supervised pretraining from a YAML recipe")
-    p.add_argument(
-        "--config", required=True, help="YAML recipe, e.g. configs/pretrain/byol_sample.yaml"
-    )
-    add_run_flags(p)
-    p.set_defaults(handler="ssl_benthic.pretrain.run:cli_pretrain")
-
-
-def add_run_flags(p: argparse.ArgumentParser) -> None:
-    """--resume, --overwrite and the overrides of a training command (both stages)."""
-    p.add_argument(
-        "--resume",
-        default=None,
-        help="'last' (output_dir/checkpoints/last.ckpt) or a checkpoint path to carry on from",
-    )
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="start afresh in an output_dir that holds another run, deleting its checkpoints",
-    )
-    p.add_argument("overrides", nargs="*", help="key.sub=value overrides of the recipe")
-
-
-def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="write a checkpoint's backbone as timm safetensors + JSON")
-    p.add_argument("checkpoint", help="a pretraining checkpoint (.ckpt)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--overwrite", action="store_true", help="replace an export already in --out")
-    p.set_defaults(handler="ssl_benthic.weights.export:cli_export")
-
-
-def _add_import_weights(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "import-weights",
-        help="import a published encoder (BenthicNet, solo-learn, DINO, torchvision, timm) as an export",
-    )
-    p.add_argument(
-        "checkpoint",
-        nargs="?",
-        help="weights file (.ckpt/.pth/.pt/.safetensors) or a folder with one",
-    )
-    p.add_argument("--out", help="output folder for backbone.safetensors + backbone.json")
-    p.add_argument(
-        "--branch",
-        choices=("backbone", "momentum_backbone", "teacher", "student"),
-        help="the encoder of a training checkpoint to import (default: the preset's, else the "
-        "evaluated one: backbone, or teacher for DINO)",
-    )
-    p.add_argument("--preset", help="a published encoder's settings (see --list-presets)")
-    p.add_argument(
-        "--list-presets", action="store_true", help="list the presets (also --preset help)"
-    )
-    p.add_argument("--timm-name", help="the timm model, when the keys cannot tell it")
-    p.add_argument(
-        "--model-kwargs",
-        help="timm model kwargs as JSON, e.g. '{\"num_heads\": 12}' (a ViT-S needs its head count)",
-    )
-    p.add_argument("--mean", type=float, nargs=3, help="pretraining normalisation mean (R G B)")
-    p.add_argument("--std", type=float, nargs=3, help="pretraining normalisation std (R G B)")
-    p.add_argument(
-        "--img-size",
-        type=int,
-        help="build a ViT for this image size (position embeddings resampled from the release's)",
-    )
-    p.add_argument(
-        "--clip-projection",
-        action="store_true",
-        help="open_clip files: import the projected CLIP embedding, not the trunk's feature",
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace an export already in --out")
-    p.set_defaults(handler="ssl_benthic.weights.import_weights:cli_import_weights")
+# each adds one sub-command's parser to the sub-parsers it is given, in `--help` order
+COMMANDS = (
+    add_make_sample,
+    add_make_survey,
+    add_make_shards,
+    add_verify_shards,
+    add_summary,
+    add_pretrain,
+    add_export,
+    add_import_weights,
+    add_embed,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ssl-benthic", description=__doc__.splitlines()[0])
     add_debug_flag(parser)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (
-        _add_make_sample,
-        _add_make_survey,
-        _add_make_shards,
-        _add_verify,
-        _add_summary,
-        _add_pretrain,
-        _add_export,
-        _add_import_weights,
-        _add_embed,
-    ):
+    for add in COMMANDS:
         add(sub)
     return parser
 

@@ -1,4 +1,5 @@
-"""The import contract of the two packages, read from the source with `ast` (nothing is imported).
+"""The import contract of the two packages, read from the source with `ast` (only the parser tests
+import the CLIs).
 
 - no import circles between modules (imports inside functions count: a lazy import that closes a
   circle is still a circle in the design);
@@ -6,7 +7,8 @@
 - each package's layers import only their own layer or those below it
   (ssl_benthic: core -> data -> weights -> pretrain -> embed; hml_finetune: hml -> hmc | finetune ->
   predict | compare, with `ssl_benthic.pretrain` only in compare);
-- building both command-line parsers imports no torch (`--help` stays fast).
+- building both command-line parsers imports no torch (`--help` stays fast), and each command
+  owns its flags in the `command.py` of the folder that runs it.
 """
 
 from __future__ import annotations
@@ -196,13 +198,49 @@ def test_layer_breaks_name_the_import() -> None:
     ]
 
 
+HEAVY = ("torch", "torchvision", "pytorch_lightning", "lightning", "timm", "lightly", "webdataset")
+
+
 @pytest.mark.parametrize("package", PACKAGES)
 def test_building_the_parser_imports_no_torch(package: str) -> None:
-    code = (
-        f"import sys; from {package}.cli import build_parser; build_parser(); "
-        "print(sorted(m for m in ('torch', 'pytorch_lightning', 'timm', 'lightly') if m in sys.modules))"
+    """Every sub-command's parser is built and its `--help` text rendered, in a fresh process."""
+    code = textwrap.dedent(
+        f"""
+        import argparse, sys
+        from {package}.cli import COMMANDS, build_parser
+        parser = build_parser()
+        (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        assert len(sub.choices) == len(COMMANDS), sorted(sub.choices)
+        for p in (parser, *sub.choices.values()):
+            p.format_help()
+        print(sorted(m for m in {HEAVY!r} if m in sys.modules))
+        """
     )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_each_command_owns_its_flags_in_its_stage_folder(package: str) -> None:
+    """A sub-command's parser is built in the `command.py` of the folder whose module runs it, and
+    every `command.py` of the package is registered in its cli.py."""
+    import argparse
+    import importlib
+
+    cli = importlib.import_module(f"{package}.cli")
+    owners = set()
+    for add in cli.COMMANDS:
+        sub = argparse.ArgumentParser().add_subparsers()
+        add(sub)
+        ((name, parser),) = sub.choices.items()
+        handler_module = parser.get_default("handler").partition(":")[0]
+        folder = add.__module__.rpartition(".")[0]
+        assert add.__module__.endswith(".command"), f"{name}: built in {add.__module__}"
+        assert handler_module.startswith(folder + "."), f"{name}: run by {handler_module}"
+        owners.add(add.__module__)
+    on_disk = {
+        name for name in module_names(REPO, (package,)) if name.rpartition(".")[2] == "command"
+    }
+    assert owners == on_disk

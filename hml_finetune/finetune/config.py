@@ -9,19 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from hml_finetune.hml.loss_names import MEASURES
 from ssl_benthic.core.catami import HEADS
 from ssl_benthic.core.trainer_config import SharedTrainerConfig
-
-LOSSES = ("mcloss", "weighted", "focal", "weighted_focal")
-MEASURES = (
-    "predictive",
-    "aleatoric",
-    "mutual_information",
-    "epistemic_js",
-    "epistemic_kl",
-    "bma_margin",
-    "gmu",
-)
 
 __all__ = [
     "BackboneConfig",

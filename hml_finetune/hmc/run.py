@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from hml_finetune.hmc.arff import ArffData, fit_preprocess, read_arff
 from hml_finetune.hml.heads import EnsembleHeads
 from hml_finetune.hml.hierarchy import Hierarchy
+from hml_finetune.hml.loss_names import LOSSES
 from hml_finetune.hml.losses import MCLoss, NodeWeighting
 from hml_finetune.hml.metrics import eval_columns, evaluate
 from hml_finetune.hml.thresholds import tune_rule
@@ -97,7 +98,7 @@ class HMCSettings:
         return self.threshold in ("global", "per-node")
 
     def validate(self) -> None:
-        if self.loss not in ("mcloss", "weighted", "focal", "weighted_focal"):
+        if self.loss not in LOSSES:
             raise ConfigError(f"unknown loss {self.loss!r}")
         if not self.tuned:
             try:

@@ -16,12 +16,12 @@ from ssl_benthic.data.points import (
 )
 from ssl_benthic.pretrain.config import KnnMonitorConfig
 
-__all__ = ["add_parser", "cli_embed"]
+__all__ = ["add_embed", "cli_embed"]
 
 MONITOR = KnnMonitorConfig()  # k and temperature as the pretraining kNN monitor's
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_embed(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "embed",
         help="features of images, shard samples or annotated points from any start, with kNN scores",
