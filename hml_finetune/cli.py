@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from hml_finetune.compare.share import parse_share
 from hml_finetune.finetune.config import LOSSES, MEASURES
 from hml_finetune.predict.writers import FORMATS
 from ssl_benthic.cli import add_debug_flag, add_run_flags, run_handler, split_debug
@@ -125,6 +126,14 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         "compare", help="grid of starting points x modes x losses x seeds, with a report"
     )
     p.add_argument("--config", required=True, help="e.g. configs/finetune/compare_sample.yaml")
+    p.add_argument(
+        "--cells",
+        type=parse_share,
+        default=None,
+        metavar="I/N",
+        help="run the I-th of N shares of the cells (one task of a job array; the task that "
+        "finishes the last cell writes the report)",
+    )
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     p.set_defaults(handler="hml_finetune.compare.run:cli_compare")
 

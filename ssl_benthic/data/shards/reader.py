@@ -279,7 +279,9 @@ class ShardLoader(wds.WebLoader):
 
     def __init__(self, dataset: ShardDataset, steps: int, **loader_kwargs: Any) -> None:
         init = _QuietOnSigterm(loader_kwargs.pop("worker_init_fn", None))
-        super().__init__(dataset, batch_size=None, shuffle=False, worker_init_fn=init, **loader_kwargs)
+        super().__init__(
+            dataset, batch_size=None, shuffle=False, worker_init_fn=init, **loader_kwargs
+        )
         self.steps, self.epoch, self.reader = steps, 0, dataset
         self.with_epoch(steps)
 
