@@ -111,10 +111,12 @@ class Jobs:
     def wait_end(self, job: str, timeout: float = 400) -> list[dict[str, str]]:
         """Until the job (every task of an array) has ended; the scontrol records."""
         end = time.monotonic() + timeout
-        while any((i.get("JobState") not in ENDED for i in (info := self.show_all(job)))):
+        while True:
+            info = self.show_all(job)
+            if all(i.get("JobState") in ENDED for i in info):
+                return info
             assert time.monotonic() < end, f"job {job}: {[i.get('JobState') for i in info]}"
             time.sleep(1)
-        return info
 
     def log(self, name: str) -> str:
         return (self.logs / f"{name}.out").read_text()

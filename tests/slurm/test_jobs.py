@@ -100,7 +100,9 @@ def test_finetune_preempted_on_2_ranks_resumes_bit_identical(jobs, sample, tmp_p
     assert jobs.wait_end(whole)[0]["JobState"] == "COMPLETED", jobs.log("whole")[-3000:]
     a, b = (weights(tmp_path / run / "model.ckpt") for run in ("cut", "whole"))
     assert differing(a, b) == []
-    metrics = [json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("cut", "whole")]
+    metrics = [
+        json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("cut", "whole")
+    ]
     assert metrics[0]["heads"] == metrics[1]["heads"]
 
 
@@ -142,7 +144,9 @@ def test_the_time_limit_signal_saves_requeues_and_finishes(jobs, sample, tmp_pat
 
 def test_compare_array_covers_every_cell_and_writes_the_report(jobs, sample, tmp_path):
     """4 cells (2 losses x 2 seeds, linear probes on shared cached features) over 3 array tasks."""
-    base = save_config(make_cfg(sample, tmp_path / "unused", "trainer.max_epochs=2"), tmp_path / "b.yaml")
+    base = save_config(
+        make_cfg(sample, tmp_path / "unused", "trainer.max_epochs=2"), tmp_path / "b.yaml"
+    )
     grid = {
         "base": str(base),
         "starts": [{"name": "random", "weights": "random"}],
@@ -164,9 +168,13 @@ def test_compare_array_covers_every_cell_and_writes_the_report(jobs, sample, tmp
     infos = jobs.wait_end(job)
     assert [i["JobState"] for i in infos] == ["COMPLETED"] * 3
     runs = sorted(p.name for p in (tmp_path / "grid" / "runs").iterdir())
-    assert runs == [f"random-linear-{loss}-s{seed}" for loss in ("mcloss", "weighted") for seed in (0, 1)]
+    assert runs == [
+        f"random-linear-{loss}-s{seed}" for loss in ("mcloss", "weighted") for seed in (0, 1)
+    ]
     assert all((tmp_path / "grid" / "runs" / r / "metrics.json").is_file() for r in runs)
     rows = json.loads((tmp_path / "grid" / "results.json").read_text())  # a row per cell and head
-    assert {(r["loss"], r["seed"]) for r in rows} == {(x, s) for x in ("mcloss", "weighted") for s in (0, 1)}
+    assert {(r["loss"], r["seed"]) for r in rows} == {
+        (x, s) for x in ("mcloss", "weighted") for s in (0, 1)
+    }
     assert {r["status"] for r in rows} == {"done"}
     assert (tmp_path / "grid" / "report.md").is_file()
