@@ -71,7 +71,7 @@ ssl_benthic_srun() {
   trap - TERM
   if [[ $status -eq 143 || ($terminated -eq 1 && $status -ne 0) ]]; then
     echo "[slurm] interrupted (status $status) at $(date +%FT%T): requeueing job $SLURM_JOB_ID"
-    scontrol requeue "$SLURM_JOB_ID"
+    scontrol requeue "$SLURM_JOB_ID" || echo "[slurm] scontrol requeue failed (already requeued by SLURM?)"
   fi
   exit "$status"
 }
