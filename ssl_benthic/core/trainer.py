@@ -1,6 +1,7 @@
 """The one Lightning Trainer builder of both stages: a run's checkpoint callback, learning-rate logging,
-a resumable save on SIGTERM agreed by all ranks, Lightning's SLURM environment without auto-requeue, images/s and data wait, CSV (and TensorBoard) logs under `output_dir`,
-and no validation loop (each stage evaluates in its own way). The stages pass only what differs.
+a resumable save on SIGTERM agreed by all ranks, Lightning's SLURM environment without its
+auto-requeue, images/s and data wait, CSV (and TensorBoard) logs under `output_dir`, and no
+validation loop (each stage evaluates in its own way). The stages pass only what differs.
 """
 
 from __future__ import annotations
@@ -40,26 +41,27 @@ def make_trainer(
     if tensorboard:
         loggers.append(TensorBoardLogger(out, name="tensorboard"))
     standard = [LearningRateMonitor(logging_interval="step"), Throughput()]
-    # SaveOnSigterm last: Lightning moves checkpoint callbacks to the end, keeping their order
-    return pl.Trainer(
-        callbacks=[*standard, *callbacks, checkpoint, SaveOnSigterm(out)],
-        plugins=slurm_plugins(),
-        logger=loggers or False,
-        default_root_dir=str(out),
-        use_distributed_sampler=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        **trainer_kwargs,
-    )
+    with warnings.catch_warnings():
+        if "SLURM_JOB_ID" not in os.environ:  # Lightning's notice that srun is installed: not news
+            warnings.filterwarnings("ignore", message=r"The `srun` command is available on your")
+        # SaveOnSigterm last: Lightning moves checkpoint callbacks to the end, keeping their order
+        return pl.Trainer(
+            callbacks=[*standard, *callbacks, checkpoint, SaveOnSigterm(out)],
+            plugins=slurm_plugins(),
+            logger=loggers or False,
+            default_root_dir=str(out),
+            use_distributed_sampler=False,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            **trainer_kwargs,
+        )
 
 
 def slurm_plugins() -> list[Any]:
     """Inside a SLURM job step, Lightning's SLURM environment without its auto-requeue (a SIGUSR1
     handler that saves an `hpc_ckpt` and requeues): SIGTERM saves `last.ckpt` (`SaveOnSigterm`) and
-    the sbatch script requeues. Outside a job, Lightning's notice that `srun` is installed but not
-    used is not news (it printed on every run of a machine with SLURM)."""
+    the sbatch script requeues."""
     if "SLURM_JOB_ID" not in os.environ:
-        warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
         return []
     return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
 

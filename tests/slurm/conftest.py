@@ -119,7 +119,7 @@ class Jobs:
             time.sleep(1)
 
     def log(self, name: str) -> str:
-        return (self.logs / f"{name}.out").read_text()
+        return (self.logs / f"{name}.out").read_text(errors="replace")  # a bar cut mid-character
 
 
 @pytest.fixture()
