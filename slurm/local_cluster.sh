@@ -33,7 +33,7 @@ install_missing() {
 
 write_conf() {
   local cpus mem
-  cpus=$(nproc)
+  cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # nproc heeds OMP_NUM_THREADS
   mem=$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)
   mkdir -p "$DIR"/{state,spool,munge,log}
   cat > "$CONF" <<EOF
@@ -96,7 +96,7 @@ start() {
   local i
   for i in $(seq 1 60); do
     if [[ $(sinfo -h -N -o %t 2>/dev/null) == idle ]]; then
-      echo "local_cluster: node $NODE idle ($(nproc) CPUs); export SLURM_CONF=$CONF"
+      echo "local_cluster: node $NODE idle ($(sinfo -h -o %c) CPUs); export SLURM_CONF=$CONF"
       return
     fi
     sleep 1

@@ -58,7 +58,7 @@ class Jobs:
     """sbatch / scontrol / scancel on the test cluster, from the repository root."""
 
     def __init__(self, env: dict[str, str], logs: Path) -> None:
-        self.env, self.logs = env, logs
+        self.env, self.logs, self.submitted = env, logs, []
 
     def submit(self, name: str, script: str, *args: str, opts: tuple = (), **env: str) -> str:
         """Submit slurm/`script` with 2 CPU tasks on one node; returns the job id."""
@@ -81,7 +81,8 @@ class Jobs:
             command, cwd=REPO, env={**self.env, **env}, capture_output=True, text=True
         )
         assert done.returncode == 0, done.stderr
-        return done.stdout.strip().split(";")[0]
+        self.submitted.append(done.stdout.strip().split(";")[0])
+        return self.submitted[-1]
 
     def show_all(self, job: str) -> list[dict[str, str]]:
         """The scontrol records of a job (one per task of an array)."""
@@ -123,8 +124,12 @@ class Jobs:
 
 
 @pytest.fixture()
-def jobs(slurm_env: dict[str, str], tmp_path: Path) -> Jobs:
-    return Jobs(slurm_env, tmp_path)
+def jobs(slurm_env: dict[str, str], tmp_path: Path) -> Iterator[Jobs]:
+    """Submits jobs for one test; cancels those still queued or running when it ends."""
+    jobs = Jobs(slurm_env, tmp_path)
+    yield jobs
+    if jobs.submitted:
+        subprocess.run(["scancel", *jobs.submitted], env=slurm_env)
 
 
 @pytest.fixture(scope="session")
