@@ -11,10 +11,11 @@
 # SSL_BENTHIC_REPO (default: the folder sbatch was called from, SLURM_SUBMIT_DIR). sbatch passes the
 # caller's environment to the job (--export=ALL), so these can be set in the submitting shell.
 #
-# Interruption: `ssl-benthic pretrain` and `hml-finetune train` exit 143 after saving last.ckpt on
-# SIGTERM (preemption, scancel --signal=TERM, or --signal=TERM@N before the time limit). The batch
+# Interruption: `ssl-benthic pretrain`, `hml-finetune train` and `compare` exit 143 after saving
+# last.ckpt on SIGTERM (preemption, scancel --signal=TERM, or --signal=TERM@N before the time limit),
+# and say so in a file on the first node ($SSL_BENTHIC_INTERRUPTED; task 0 runs there). The batch
 # shell then requeues the job (same job id, same run folder) and the requeued job resumes with
-# --resume last. Any other non-zero status (a bad config: 2, a bug: 1) ends the job, not requeued.
+# --resume last. Any other failure (a bad config: 2, a bug: 1) ends the job, not requeued.
 
 SSL_BENTHIC_REPO=${SSL_BENTHIC_REPO:-${SLURM_SUBMIT_DIR:-$PWD}}
 SSL_BENTHIC_PYTHON=${SSL_BENTHIC_PYTHON:-$SSL_BENTHIC_REPO/.venv/bin/python}
@@ -58,9 +59,12 @@ ssl_benthic_resume_args() {  # "--resume last" when RUN_DIR holds a checkpoint
 }
 
 ssl_benthic_srun() {
-  # srun "$@" on every task; requeue the job when it stopped on SIGTERM after saving (status 143,
-  # or a SIGTERM that reached this shell, as at preemption); exit with the run's status otherwise
+  # srun "$@" on every task; requeue the job when the run stopped on SIGTERM after saving (it then
+  # creates $SSL_BENTHIC_INTERRUPTED: srun's status 143 alone may be that of a peer task srun killed
+  # after another failed), or when a SIGTERM reached this shell (preemption); exit with the status
   local terminated=0 status
+  export SSL_BENTHIC_INTERRUPTED=${TMPDIR:-/tmp}/ssl-benthic-interrupted-${SLURM_JOB_ID}
+  rm -f "$SSL_BENTHIC_INTERRUPTED"
   trap 'terminated=1' TERM
   srun --kill-on-bad-exit=1 "$@" &
   local pid=$!
@@ -69,7 +73,8 @@ ssl_benthic_srun() {
     kill -0 "$pid" 2>/dev/null || break  # a trapped SIGTERM ends `wait` early: wait again
   done
   trap - TERM
-  if [[ $status -eq 143 || ($terminated -eq 1 && $status -ne 0) ]]; then
+  if [[ -e $SSL_BENTHIC_INTERRUPTED || ($terminated -eq 1 && $status -ne 0) ]]; then
+    rm -f "$SSL_BENTHIC_INTERRUPTED"
     echo "[slurm] interrupted (status $status) at $(date +%FT%T): requeueing job $SLURM_JOB_ID"
     scontrol requeue "$SLURM_JOB_ID" || echo "[slurm] scontrol requeue failed (already requeued by SLURM?)"
   fi

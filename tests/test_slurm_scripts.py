@@ -22,7 +22,8 @@ def _common(tmp_path: Path, body: str, **env: str) -> subprocess.CompletedProces
     """Run `body` after sourcing common.sh, with stub srun (exit $SRUN_STATUS) and scontrol."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
-    (bin_dir / "srun").write_text('#!/bin/bash\necho "srun $*"\nexit ${SRUN_STATUS:-0}\n')
+    srun = '#!/bin/bash\necho "srun $*"\n[[ -n $MARK ]] && touch "$SSL_BENTHIC_INTERRUPTED"\n'
+    (bin_dir / "srun").write_text(srun + "exit ${SRUN_STATUS:-0}\n")
     (bin_dir / "scontrol").write_text('#!/bin/bash\necho "scontrol $*"\n')
     for stub in bin_dir.iterdir():
         stub.chmod(0o755)
@@ -33,6 +34,7 @@ def _common(tmp_path: Path, body: str, **env: str) -> subprocess.CompletedProces
         "SLURM_JOB_ID": "42",
         "SLURM_NTASKS_PER_NODE": "2",
         "SLURM_JOB_NUM_NODES": "3",
+        "TMPDIR": str(tmp_path),
         **env,
     }
     return subprocess.run(["bash", "-c", script], env=full, capture_output=True, text=True)
@@ -54,8 +56,20 @@ def test_the_allocation_sets_accelerator_and_layout(tmp_path):
     assert "trainer.accelerator=cpu" in forced.stdout
 
 
-@pytest.mark.parametrize(("status", "requeued"), [(0, False), (143, True), (2, False), (1, False)])
-def test_only_an_interrupted_run_is_requeued(tmp_path, status, requeued):
-    done = _common(tmp_path, "ssl_benthic_srun python -m x", SRUN_STATUS=str(status))
+@pytest.mark.parametrize(
+    ("status", "saved", "requeued"),
+    [
+        (0, False, False),
+        (143, True, True),
+        (143, False, False),
+        (2, False, False),
+        (1, False, False),
+    ],
+)
+def test_only_a_run_that_saved_on_sigterm_is_requeued(tmp_path, status, saved, requeued):
+    """143 without the run's word for it: a bad config on rank 0, its peer killed by srun."""
+    mark = {"MARK": "1"} if saved else {}
+    done = _common(tmp_path, "ssl_benthic_srun python -m x", SRUN_STATUS=str(status), **mark)
     assert done.returncode == status
     assert ("scontrol requeue 42" in done.stdout) == requeued
+    assert not (tmp_path / "ssl-benthic-interrupted-42").exists()
