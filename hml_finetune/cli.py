@@ -8,8 +8,9 @@ from collections.abc import Sequence
 
 from hml_finetune.compare.share import parse_share
 from hml_finetune.finetune.config import LOSSES, MEASURES
-from hml_finetune.predict.writers import FORMATS
+from hml_finetune.predict.outputs import writer_help, writers
 from ssl_benthic.cli import add_debug_flag, add_run_flags, run_handler, split_debug
+from ssl_benthic.data.points import add_format_flags, add_input_flags
 
 
 def _add_hmc(sub: argparse._SubParsersAction) -> None:
@@ -84,18 +85,26 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", help="a folder (searched recursively), an image file or a glob")
     src.add_argument("--shards", help="a shard folder (e.g. made by make-shards)")
-    src.add_argument("--coralnet", help="a CoralNet (or CoralNet-Toolbox) annotation export")
-    src.add_argument("--squidle", help="a SQUIDLE+ annotation export (dataframe.csv)")
-    p.add_argument("--images-root", help="where the photographs of --coralnet / --squidle are")
+    add_input_flags(src)
     p.add_argument(
-        "--image-column", default=None, help="the export's image column (default: its own)"
+        "--images-root",
+        help="where the photographs of a point export are (default: the export's folder)",
     )
-    p.add_argument("--patch", type=int, default=224, help="patch side in pixels, as make-shards")
+    add_format_flags(p, reads_only=True)
     p.add_argument(
-        "--resize", type=int, default=0, help="resize patches as make-shards did (0: no)"
+        "--patch",
+        type=int,
+        default=None,
+        help="patch side in pixels (default: the training patches', from model.ckpt, else 224)",
+    )
+    p.add_argument(
+        "--resize",
+        type=int,
+        default=None,
+        help="resize patches to this side (0: no; default: as the training patches were)",
     )
     p.add_argument("--out", required=True, help="the file to write")
-    p.add_argument("--format", default="csv", choices=FORMATS)
+    p.add_argument("--format", default="csv", choices=sorted(writers()), help=writer_help())
     p.add_argument("--top-k", type=int, default=5, help="most probable leaves listed per head")
     p.add_argument(
         "--label-rule",

@@ -16,7 +16,16 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from ssl_benthic.core.errors import EXIT_INTERRUPTED, Interrupted, UserError
+from ssl_benthic.core.errors import EXIT_INTERRUPTED, Interrupted, Terminated, UserError
+from ssl_benthic.data.points import add_format_flags, add_input_flags
+from ssl_benthic.embed.command import add_parser as _add_embed
+
+# what make-shards' --csv and --folder do with the point formats' flags (for their help)
+TABLE_FLAG_USES = {
+    "image_column": "--csv: image",
+    "encoding": "--csv",
+    "head": "--folder: the head of its class labels, default label",
+}
 
 
 def _add_make_sample(sub: argparse._SubParsersAction) -> None:
@@ -84,12 +93,7 @@ def _add_make_shards(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--csv", help="CSV with an image path column and label columns")
     src.add_argument("--folder", help="folder tree, one class per sub-folder")
-    src.add_argument(
-        "--coralnet", help="CoralNet / CoralNet-Toolbox annotation CSV: one patch per point"
-    )
-    src.add_argument(
-        "--squidle", help="SQUIDLE+ annotation export (dataframe.csv): one patch per point"
-    )
+    add_input_flags(src)
     p.add_argument(
         "--images-root",
         default=None,
@@ -110,12 +114,6 @@ def _add_make_shards(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--name", default="shard", help="shard file prefix")
     p.add_argument(
-        "--image-column",
-        default=None,
-        help="CSV column with the image path (default: image; Name for --coralnet; "
-        "point.media.key for --squidle)",
-    )
-    p.add_argument(
         "--label-columns",
         default="catami_biota=biota,catami_substrate=substrate,catami_relief=relief,catami_bedforms=bedforms",
         help="CSV columns to label heads, as column=head pairs separated by commas",
@@ -123,20 +121,7 @@ def _add_make_shards(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--label-sep", default="|", help="separator of several labels inside one CSV cell"
     )
-    p.add_argument(
-        "--encoding", default="utf-8-sig", help="text encoding of the CSV (e.g. latin-1, cp1252)"
-    )
-    p.add_argument(
-        "--head",
-        default=None,
-        help="head of --folder class labels (default: label); with --squidle, file every label "
-        "under this head instead of the head named by its lineage's root",
-    )
-    p.add_argument(
-        "--label-map",
-        default=None,
-        help="--coralnet: CSV code,path[,head] mapping label codes to label paths and heads",
-    )
+    add_format_flags(p, also=TABLE_FLAG_USES)
     p.add_argument(
         "--patch",
         type=bounded(int, lambda v: v >= 1, ">= 1"),
@@ -149,9 +134,6 @@ def _add_make_shards(sub: argparse._SubParsersAction) -> None:
         choices=("jpg", "png"),
         default="jpg",
         help="store patches as JPEG quality 95 (default) or PNG",
-    )
-    p.add_argument(
-        "--lineage-sep", default=" > ", help="--squidle: separator of a label lineage's names"
     )
     p.add_argument(
         "--split",
@@ -222,6 +204,11 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
 def _add_summary(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("summary", help="counts per split, head and depth of a shard folder")
     p.add_argument("dir", help="folder with manifest.json (or a folder of such folders)")
+    p.add_argument(
+        "--label-sep",
+        default=None,
+        help="the separator between a label's levels (default: each head's own, found in its labels)",
+    )
     p.set_defaults(handler="ssl_benthic.data.shards.summary:cli_summary")
 
 
@@ -312,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_pretrain,
         _add_export,
         _add_import_weights,
+        _add_embed,
     ):
         add(sub)
     return parser
@@ -357,9 +345,12 @@ def run_handler(args: argparse.Namespace, debug: bool = False) -> int:
         if debug:
             raise
         return _report(exc)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if debug:
             raise
+        if isinstance(exc, Terminated):
+            print(f"interrupted by SIGTERM{': ' + exc.kept if exc.kept else ''}", file=sys.stderr)
+            return EXIT_INTERRUPTED
         print("interrupted (Ctrl-C)", file=sys.stderr)
         return 130
     finally:

@@ -4,7 +4,7 @@
   circle is still a circle in the design);
 - `ssl_benthic` never imports `hml_finetune`;
 - each package's layers import only their own layer or those below it
-  (ssl_benthic: core -> data -> weights -> pretrain; hml_finetune: hml -> hmc | finetune ->
+  (ssl_benthic: core -> data -> weights -> pretrain -> embed; hml_finetune: hml -> hmc | finetune ->
   predict | compare, with `ssl_benthic.pretrain` only in compare);
 - building both command-line parsers imports no torch (`--help` stays fast).
 """
@@ -28,6 +28,7 @@ LAYERS = {
     "ssl_benthic.data": 1,
     "ssl_benthic.weights": 2,
     "ssl_benthic.pretrain": 3,
+    "ssl_benthic.embed": 4,  # features out of any start, kNN scores with the monitor's scorer
     "ssl_benthic": 4,  # the package face and cli.py
     "hml_finetune.hml": 10,
     "hml_finetune.hmc": 11,

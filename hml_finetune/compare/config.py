@@ -1,7 +1,7 @@
 """The comparison grid as dataclasses: a base finetune recipe, starting points, modes, losses, seeds.
 
 Loaded with `ssl_benthic.core.config.load_config(CompareConfig, path, overrides)`; every cell of the grid is
-the base recipe plus, in this order, the sample's data paths, `base_overrides`, the start's, the
+the base recipe plus, in this order, the data paths (`data`, or the sample's), `base_overrides`, the start's, the
 mode's and the loss's overrides, then `seed` and `output_dir` (so later overrides win).
 """
 
@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["PretrainSpec", "StartConfig", "LossSetting", "CompareConfig"]
+__all__ = ["PretrainSpec", "StartConfig", "LossSetting", "DataPaths", "CompareConfig"]
 
 NAME = re.compile(r"^[A-Za-z0-9_.]+$")
 
@@ -32,7 +32,11 @@ class StartConfig:
 
     `weights_file`: a local timm ImageNet weights file (imagenet only; without it and without the
     hub the start is skipped). `pretrain`: how to make the export when it is missing.
-    `overrides`: extra finetune overrides for this start (e.g. backbone.name=resnet50).
+    `overrides`: extra finetune overrides for this start (e.g. backbone.name=resnet50, or
+    backbone.pool=mean for a ViT); an export's or import's own timm name is used unless they set
+    one. `generic`: not trained on the domain (ImageNet, DINOv2, DINOv3, BioCLIP), the starts the
+    report compares every start with; None: true for imagenet only. A start whose weights path (or
+    weights_file) does not exist, and that has no `pretrain` to make it, is skipped.
     """
 
     name: str
@@ -40,6 +44,11 @@ class StartConfig:
     weights_file: str | None = None
     pretrain: PretrainSpec | None = None
     overrides: list[str] = field(default_factory=list)
+    generic: bool | None = None
+
+    @property
+    def is_generic(self) -> bool:
+        return self.weights == "imagenet" if self.generic is None else self.generic
 
     @property
     def is_export(self) -> bool:
@@ -55,12 +64,25 @@ class LossSetting:
 
 
 @dataclass
+class DataPaths:
+    """One's own labelled shard folders (e.g. `make-shards --split` output), read, never written."""
+
+    train: str
+    val: str
+    test: str
+
+    def items(self) -> list[tuple[str, str]]:
+        return [("train", self.train), ("val", self.val), ("test", self.test)]
+
+
+@dataclass
 class CompareConfig:
     """The grid {starts} x {modes} x {losses} x {seeds} on one labelled data set.
 
-    `sample`: a shard folder with train/val/test (created with `make_sample(sample, **sample_kwargs)`
-    when its manifest.json is missing); every cell reads its data from there. None: the base
-    recipe's data paths. `mode_overrides`: per mode, e.g. {finetune: [trainer.max_epochs=5]}.
+    `data`: one's own shard folders {train, val, test}; every cell reads them (then `sample` must be
+    null). `sample`: the synthetic sample's folder, drawn with `make_sample(sample, **sample_kwargs)`
+    when the folder does not exist yet (or is empty); a folder holding anything else is refused,
+    never written into. None (and no `data`): the base recipe's data paths. `mode_overrides`: per mode, e.g. {finetune: [trainer.max_epochs=5]}.
     `feature_cache`: share cached linear-probe features between cells (output_dir/feature_cache).
     """
 
@@ -73,6 +95,7 @@ class CompareConfig:
         default_factory=lambda: [LossSetting("weighted", ["loss.name=weighted"])]
     )
     seeds: list[int] = field(default_factory=lambda: [0])
+    data: DataPaths | None = None
     sample: str | None = "shards/sample"
     sample_kwargs: dict[str, Any] = field(default_factory=dict)
     feature_cache: bool = True
@@ -96,6 +119,11 @@ class CompareConfig:
         for mode in self.mode_overrides:
             if mode not in ("linear", "finetune"):
                 raise ValueError(f"mode_overrides key {mode!r} is not 'linear' or 'finetune'")
+        if self.data is not None and self.sample is not None:
+            raise ValueError(
+                f"'data' and 'sample' are both set (sample: {self.sample}): 'data' reads your own "
+                "shard folders, 'sample' draws the synthetic sample; set sample: null"
+            )
         for s in self.starts:
             if s.weights_file is not None and s.weights != "imagenet":
                 raise ValueError(f"start {s.name!r}: weights_file is for weights: imagenet only")
@@ -110,6 +138,11 @@ class CompareConfig:
         from ssl_benthic.core.paths import require_path
 
         require_path(self.base, "base", "recipe")
+        if self.data is not None:
+            from ssl_benthic.data.shards.reader import require_shards
+
+            for split, path in self.data.items():
+                require_shards(path, f"data.{split}")
         for s in self.starts:
             if s.pretrain is not None:
                 require_path(s.pretrain.recipe, f"starts[{s.name}].pretrain.recipe", "recipe")

@@ -27,7 +27,7 @@ from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter  # noqa: E4
 
 from hml_finetune.finetune.results import NO_TEST_LABELS, RARE_FREQ, SCORED, json_safe  # noqa: E402
 
-__all__ = ["Cell", "METRICS", "write_report", "result_rows"]
+__all__ = ["Cell", "METRICS", "write_report", "result_rows", "best_generic"]
 
 METRICS = {
     "au_prc": "AU(PRC)",
@@ -170,6 +170,90 @@ def _hier_table(cells: Sequence[Cell], head: str) -> list[str]:
         stats = " | ".join(_mean_std([_num(x.get(k)) for x in scored]) for k in HIER_METRICS)
         rules = ", ".join(sorted({str(x.get("label_rule")) for x in scored})) or "-"
         lines.append(f"| {start} | {mode} | {loss} ({rules}) | {stats} |")
+    return lines + [""]
+
+
+def _depth_table(cells: Sequence[Cell], head: str) -> list[str]:
+    """Micro F1 per depth of a head per start / mode / loss (mean ± std over the scored seeds)."""
+    groups = {g: _done(c, head) for g, c in _groups(cells).items()}
+    depths = sorted(
+        {int(d) for runs in groups.values() for m in runs for d in m.get("per_depth", {})}
+    )
+    if not depths:
+        return []
+    lines = [
+        f"#### {head}: F1 per depth (micro)",
+        "",
+        "| start | mode | loss | " + " | ".join(f"depth {d}" for d in depths) + " |",
+        "|---" * (len(depths) + 3) + "|",
+    ]
+    for (start, mode, loss), runs in groups.items():
+        scored = [m for m in runs if _head_status(m) != NO_TEST_LABELS]
+        cols = [_mean_std([_num(_at_depth(m, d).get("f1_micro")) for m in scored]) for d in depths]
+        lines.append(f"| {start} | {mode} | {loss} | " + " | ".join(cols) + " |")
+    return lines + [""]
+
+
+def _at_depth(m: dict[str, Any], depth: int) -> dict[str, Any]:
+    per = m.get("per_depth") or {}
+    return per.get(str(depth)) or per.get(depth) or {}
+
+
+DIFF_METRICS = ("au_prc", "macro_f1", "rare_recall")
+
+
+def _by_seed(group: list[Cell], head: str, key: str) -> dict[int, float]:
+    """seed -> the head's `key` of each scored done cell (finite values only)."""
+    out = {}
+    for c in group:
+        m = ((c.result or {}).get("heads") or {}).get(head) if c.status == "done" else None
+        if m is not None and _head_status(m) != NO_TEST_LABELS and math.isfinite(_num(m.get(key))):
+            out[c.seed] = _num(m.get(key))
+    return out
+
+
+def best_generic(cells: Sequence[Cell], head: str, generic: set[str]) -> dict[tuple, str]:
+    """(mode, loss) -> the generic start with the highest mean AU(PRC) on `head`."""
+    best: dict[tuple, tuple[float, str]] = {}
+    for (start, mode, loss), group in _groups(cells).items():
+        values = list(_by_seed(group, head, "au_prc").values())
+        if start in generic and values:
+            mean = float(np.mean(values))
+            if (mode, loss) not in best or mean > best[(mode, loss)][0]:
+                best[(mode, loss)] = (mean, start)
+    return {k: v[1] for k, v in best.items()}
+
+
+def _paired(a: dict[int, float], b: dict[int, float]) -> str:
+    """'mean ± std (n)' of the per-seed differences a - b over the seeds both have."""
+    diffs = [a[s] - b[s] for s in sorted(set(a) & set(b))]
+    if not diffs:
+        return "-"
+    spread = f" ± {np.std(diffs, ddof=1):.3f}" if len(diffs) > 1 else ""
+    return f"{np.mean(diffs):+.3f}{spread} ({len(diffs)})"
+
+
+def _diff_table(cells: Sequence[Cell], head: str, generic: set[str]) -> list[str]:
+    """Each start minus the best generic start of its mode and loss, per metric: the mean and
+    sample std (ddof 1) of the per-seed differences, over the seeds both have."""
+    best = best_generic(cells, head, generic)
+    if not best:
+        return []
+    groups = _groups(cells)
+    names = " | ".join(f"Δ {METRICS[k]}" for k in DIFF_METRICS)
+    lines = [
+        f"#### {head}: difference to the best generic start (per-seed differences, mean ± std (seeds))",
+        "",
+        f"| start | mode | loss | best generic | {names} |",
+        "|---" * (len(DIFF_METRICS) + 4) + "|",
+    ]
+    for (start, mode, loss), group in groups.items():
+        ref = best.get((mode, loss))
+        if ref is None:
+            continue
+        other = groups[(ref, mode, loss)]
+        cols = [_paired(_by_seed(group, head, k), _by_seed(other, head, k)) for k in DIFF_METRICS]
+        lines.append(f"| {start} | {mode} | {loss} | {ref} | " + " | ".join(cols) + " |")
     return lines + [""]
 
 
@@ -347,15 +431,18 @@ def _status_lines(cells: Sequence[Cell]) -> list[str]:
 def _weights_lines(cells: Sequence[Cell]) -> list[str]:
     """Which weights each start's done runs used: file and sha256 (every distinct one, so an
     export remade in the middle of a grid shows as two rows)."""
-    seen: dict[tuple[str, str | None, str | None], int] = {}
+    seen: dict[tuple[str, str | None, str | None, str], int] = {}
     for c in cells:
         w = (c.result or {}).get("weights") if c.status == "done" else None
         if w is not None:
             key = (c.start, w.get("file"), w.get("sha256"))
+            key = (*key, (c.result or {}).get("pool") or "-")
             seen[key] = seen.get(key, 0) + 1
-    lines = ["## Weights per start", "", "| start | file | sha256 | runs |", "|---|---|---|---|"]
-    for (start, file, sha), n in seen.items():
-        lines.append(f"| {start} | {file or '- (random init or the hub)'} | {sha or '-'} | {n} |")
+    lines = ["## Weights per start", "", "| start | file | sha256 | pool | runs |"]
+    lines.append("|---|---|---|---|---|")
+    for (start, file, sha, pool), n in seen.items():
+        where = file or "- (random init or the hub)"
+        lines.append(f"| {start} | {where} | {sha or '-'} | {pool} | {n} |")
     return lines + [""]
 
 
@@ -375,10 +462,13 @@ def write_report(
     commands: Sequence[str] = (),
     configs: Sequence[str | Path] = (),
     plots: bool = True,
+    generic: Sequence[str] = (),
 ) -> Path:
     """Write output_dir/report.md, results.json and (plots=True) plots/*.png; return report.md.
 
-    `commands`: the exact commands that made the grid; `configs`: config files to link.
+    `commands`: the exact commands that made the grid; `configs`: config files to link;
+    `generic`: the starts not trained on the domain (ImageNet, DINOv2...), which each start is
+    compared with.
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -392,7 +482,9 @@ def write_report(
     ]
     for head in heads:
         lines += _head_table(cells, head)
+        lines += _depth_table(cells, head)
         lines += _hier_table(cells, head)
+        lines += _diff_table(cells, head, set(generic))
     if plots and heads:
         (out / "plots").mkdir(exist_ok=True)
         lines += ["## Plots", ""]

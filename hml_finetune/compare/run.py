@@ -4,7 +4,8 @@ each cell a `run_finetune` in output_dir/runs/<start>-<mode>-<loss>-s<seed>/, th
 It makes what the grid needs first: the sample shards when missing, and for an SSL start whose
 export is missing, pretraining (resuming its last checkpoint when there is one) and the export.
 Resumable: a cell whose metrics.json exists is not rerun (unless its export is newer). A failed cell is recorded with its
-error and the grid goes on; an ImageNet start without weights is skipped; an interrupted grid
+error and the grid goes on; a start without weights (a path not filled in, an ImageNet start
+without a file or the hub) is skipped, with the reason in the report; an interrupted grid
 is reported as partial. The report is rewritten after every cell. `--cells I/N` runs one share of
 the cells (a SLURM job array, slurm/compare.sbatch; hml_finetune/compare/share.py).
 """
@@ -31,8 +32,8 @@ from hml_finetune.finetune.train import run_finetune
 from ssl_benthic.core.checkpoints import LAST, checkpoint_dir, has_checkpoints
 from ssl_benthic.core.config import ConfigError, load_config, save_config
 from ssl_benthic.core.errors import Interrupted
-from ssl_benthic.data.sample.make_sample import make_sample
-from ssl_benthic.weights.backbones import BackboneError, read_export
+from ssl_benthic.data.sample.make_sample import GENERATOR, make_sample
+from ssl_benthic.weights.backbones import EXPORT_META, BackboneError, read_export
 
 __all__ = [
     "grid_cells",
@@ -40,6 +41,7 @@ __all__ = [
     "ensure_sample",
     "ensure_export",
     "imagenet_skip_reason",
+    "missing_weights_reason",
     "run_compare",
     "cli_compare",
 ]
@@ -64,18 +66,32 @@ def cell_overrides(
 ) -> list[str]:
     """The finetune overrides of one cell, in the order they apply (later ones win)."""
     out: list[str] = []
-    if cfg.sample is not None:
+    if cfg.data is not None:
+        out += [f"data.{split}={path}" for split, path in cfg.data.items()]
+    elif cfg.sample is not None:
         out += [f"data.{split}={Path(cfg.sample) / split}" for split in ("train", "val", "test")]
     if cfg.feature_cache:
         out.append(f"data.feature_cache_dir={Path(cfg.output_dir) / 'feature_cache'}")
     out += cfg.base_overrides
     out.append(f"backbone.weights={start.weights}")
+    out += _export_name(start)
     if start.weights_file is not None:
         out.append(f"backbone.weights_file={start.weights_file}")
     out += start.overrides
     out += [f"mode={cell.mode}", *cfg.mode_overrides.get(cell.mode, [])]
     out += loss.overrides
     return out + [f"seed={cell.seed}", f"output_dir={cell.run_dir}"]
+
+
+def _export_name(start: StartConfig) -> list[str]:
+    """[backbone.name=<the export's timm name>] for an export or import that records one."""
+    if not start.is_export or not Path(start.weights).exists():
+        return []
+    try:
+        name = read_export(start.weights)[1].get("timm_name")
+    except (BackboneError, ValueError):
+        return []  # the cell's own run names what is wrong with the export
+    return [f"backbone.name={name}"] if name else []
 
 
 def cell_config(cfg: CompareConfig, cell: Cell) -> FinetuneConfig:
@@ -86,9 +102,20 @@ def cell_config(cfg: CompareConfig, cell: Cell) -> FinetuneConfig:
 
 
 def ensure_sample(cfg: CompareConfig) -> None:
-    """Create the sample shards with `make_sample(sample, **sample_kwargs)` unless they exist."""
-    if cfg.sample is None or (Path(cfg.sample) / "manifest.json").is_file():
+    """Create the sample shards with `make_sample(sample, **sample_kwargs)` unless they exist; a
+    folder that holds anything but the sample (e.g. one's own split folders) is refused untouched."""
+    if cfg.sample is None:
         return
+    folder = Path(cfg.sample)
+    if _is_sample(folder):
+        return
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise ConfigError(
+            f"sample: {folder} exists and is not the synthetic sample (no sample manifest.json "
+            f"from {GENERATOR}); 'sample' only draws the sample into a new folder, so nothing was "
+            "written there. For your own shards set data: {train: DIR, val: DIR, test: DIR} and "
+            "sample: null"
+        )
     allowed = set(inspect.signature(make_sample).parameters) - {"out_dir"}
     wrong = sorted(set(cfg.sample_kwargs) - allowed)
     if wrong:
@@ -97,6 +124,15 @@ def ensure_sample(cfg: CompareConfig) -> None:
         )
     print(f"[compare] creating the sample shards in {cfg.sample}")
     make_sample(cfg.sample, **cfg.sample_kwargs)
+
+
+def _is_sample(folder: Path) -> bool:
+    """Whether `folder` holds a synthetic sample: its top manifest.json names the generator."""
+    try:
+        top = json.loads((folder / "manifest.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(top, dict) and top.get("generator") == GENERATOR
 
 
 def _pretrain_steps(start: StartConfig) -> tuple[list[str], Path]:
@@ -131,6 +167,18 @@ def ensure_export(start: StartConfig) -> None:
         resume="last" if has_checkpoints(out) else None,
     )
     export_backbone(checkpoint_dir(out) / LAST, start.weights, overwrite=True)
+
+
+def missing_weights_reason(start: StartConfig) -> str | None:
+    """Why a start has no weights to run with (a path not filled in or not downloaded yet), else None."""
+    if start.is_export and start.pretrain is None and not Path(start.weights).exists():
+        return (
+            f"skipped: no weights at {start.weights} (import the downloaded file with "
+            "`ssl-benthic import-weights FILE --out DIR` and set the start's weights to DIR)"
+        )
+    if start.weights_file is not None and not Path(start.weights_file).is_file():
+        return f"skipped: no weights file at {start.weights_file} (set the start's weights_file)"
+    return None
 
 
 def imagenet_skip_reason(start: StartConfig) -> str | None:
@@ -232,7 +280,7 @@ def _configs(cfg: CompareConfig) -> list[Path]:
     paths = [Path(cfg.output_dir) / "resolved_compare.yaml", Path(cfg.base)]
     for s in cfg.starts:
         if s.is_export:
-            paths.append(Path(s.weights) / "backbone.json")
+            paths.append(Path(s.weights) / EXPORT_META)
     return [p for p in paths if p.is_file()]
 
 
@@ -243,7 +291,8 @@ def _prepare_starts(cfg: CompareConfig, cells: list[Cell]) -> None:
         pending = [c for c in cells if c.start == start.name and c.status == "missing"]
         if not pending:
             continue
-        reason, status = imagenet_skip_reason(start), "skipped"
+        reason = missing_weights_reason(start) or imagenet_skip_reason(start)
+        status = "skipped"
         if reason is None:
             try:
                 ensure_export(start)
@@ -263,10 +312,10 @@ def _prepare_starts(cfg: CompareConfig, cells: list[Cell]) -> None:
 def _setup(cfg: CompareConfig) -> list[Cell]:
     """The grid's cells with their state on disk, after making what they need (sample, exports);
     under a lock, so that the tasks of an array do it once."""
+    ensure_sample(cfg)  # first: a refused sample folder leaves nothing written anywhere
     out = Path(cfg.output_dir)
     with file_lock(out / "setup.lock"):
         save_config(cfg, out / "resolved_compare.yaml")
-        ensure_sample(cfg)
         cells = grid_cells(cfg)
         for c in cells:
             c.result = _read_metrics(c)
@@ -322,7 +371,9 @@ def run_compare(
     cfg.check_inputs()
     out = Path(cfg.output_dir)
     cells = _setup(cfg)
-    report = dict(commands=_commands(cfg, command))
+    report = dict(
+        commands=_commands(cfg, command), generic=[s.name for s in cfg.starts if s.is_generic]
+    )
     todo = [c for c in select_cells(cells, share) if c.status == "missing"]
     counts = Counter(c.status for c in cells)
     part = f" (share {share[0]}/{share[1]})" if share else ""

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ssl_benthic.core.catami import HEADS
+from ssl_benthic.core.trainer_config import SharedTrainerConfig
 
 LOSSES = ("mcloss", "weighted", "focal", "weighted_focal")
 MEASURES = (
@@ -161,19 +162,14 @@ class OptimizerConfig:
 
 
 @dataclass
-class TrainerConfig:
-    """Lightning Trainer options. `seed` None = the top-level seed. Checkpoints every
-    `checkpoint_every_n_epochs` and at the end (last.ckpt) under output_dir/checkpoints."""
+class TrainerConfig(SharedTrainerConfig):
+    """Lightning Trainer options (the keys both stages share, `SharedTrainerConfig`, and these).
+    `seed` None = the top-level seed. Checkpoints every `checkpoint_every_n_epochs` and at the end
+    (last.ckpt) under output_dir/checkpoints."""
 
-    accelerator: str = "auto"
-    devices: int | str = "auto"
-    num_nodes: int = 1
-    strategy: str = "auto"
-    precision: str = "32-true"
     max_epochs: int = 20
     log_every_n_steps: int = 10
     checkpoint_every_n_epochs: int = 1
-    enable_progress_bar: bool = True
     tensorboard: bool = False
     seed: int | None = None
 

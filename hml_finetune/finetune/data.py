@@ -25,6 +25,7 @@ from hml_finetune.finetune.labels import (
     stratified_subset,
     training_heads,
     unseen_labels,
+    warn_no_negatives,
     warn_unseen,
 )
 from hml_finetune.hml.hierarchy import Hierarchy
@@ -225,6 +226,7 @@ def prepare_data(cfg: FinetuneConfig) -> Prepared:
     hierarchies = build_hierarchies([train, val, test], schemes)
     singles = single_classes([train, val, test], hc.single)
     data = encode_train(sub, hierarchies, singles, schemes, None, len(train))
+    warn_no_negatives(data.targets, hierarchies, where)
     for name, split in (("val", val), ("test", test)):
         unseen = unseen_labels(sub, split, hierarchies, singles, schemes)
         warn_unseen(unseen, name, str(getattr(d, name)))

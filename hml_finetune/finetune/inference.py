@@ -21,6 +21,7 @@ from hml_finetune.finetune.model import HMLModel, autocast, image_transform
 from hml_finetune.hml.hierarchy import Hierarchy
 from hml_finetune.hml.schemes import Scheme, scheme_from_record
 from ssl_benthic.core.config import from_dict
+from ssl_benthic.core.devices import pick_device
 from ssl_benthic.core.errors import ConfigError
 from ssl_benthic.weights.backbones import create_backbone
 
@@ -33,7 +34,6 @@ __all__ = [
     "features",
     "probabilities",
     "concat",
-    "pick_device",
 ]
 
 Probs = dict[str, torch.Tensor]
@@ -78,15 +78,6 @@ def load_finetuned(path: str | Path) -> tuple[HMLModel, dict[str, Hierarchy], di
     model.load_state_dict(state)
     model.temperatures = {h: float(t) for h, t in (meta.get("temperatures") or {}).items()}
     return model.eval(), hierarchies, meta
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    """'auto': the GPU when there is one, else the CPU; 'cuda' without a GPU is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: no CUDA GPU is visible")
-    return torch.device(device)
 
 
 @dataclass

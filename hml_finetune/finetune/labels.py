@@ -21,7 +21,7 @@ import difflib
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +52,9 @@ __all__ = [
     "head_labels",
     "build_hierarchies",
     "encode_split",
+    "encode_head",
+    "negative_heads",
+    "warn_no_negatives",
     "single_classes",
     "encode_single",
     "encode_singles",
@@ -67,27 +70,34 @@ IGNORE_INDEX = -100  # class index of a sample whose single-label head is unanno
 
 @dataclass
 class LabelledSplit:
-    """Sample keys and their `labels` dicts (head -> list of CATAMI paths), in shard order."""
+    """Sample keys and their `labels` dicts (head -> list of CATAMI paths), in shard order, and
+    per sample the heads it is a known negative of (`negative_heads`, see `encode_head`; empty
+    lists when `negatives` is not given)."""
 
     keys: list[str]
     labels: list[dict[str, list[str]]]
     source: str = ""
+    negatives: list[list[str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.negatives:
+            self.negatives = [[] for _ in self.keys]
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def subset(self, index: Sequence[int]) -> LabelledSplit:
-        return LabelledSplit(
-            [self.keys[i] for i in index], [self.labels[i] for i in index], self.source
-        )
+        pick = [self.keys[i] for i in index], [self.labels[i] for i in index]
+        return LabelledSplit(*pick, self.source, [self.negatives[i] for i in index])
 
 
 def read_split(shards: str | Path) -> LabelledSplit:
     """Keys and labels of every sample of a labelled shard folder (images are not decoded).
 
-    Only `labels` is read; `true_labels` (the sample generator's ground truth) never is.
+    Only `labels` and `negative_heads` are read; `true_labels` (the sample generator's ground
+    truth) never is.
     """
-    keys, labels = [], []
+    keys, labels, negatives = [], [], []
     for key, _, meta in iter_samples(shards, decode=False):
         raw = meta.get("labels") or {}
         if not isinstance(raw, dict):
@@ -100,7 +110,17 @@ def read_split(shards: str | Path) -> LabelledSplit:
                 )
         keys.append(key)
         labels.append({str(h): list(v or []) for h, v in raw.items()})
-    return LabelledSplit(keys, labels, str(shards))
+        negatives.append(negative_heads(meta, key, shards))
+    return LabelledSplit(keys, labels, str(shards), negatives)
+
+
+def negative_heads(meta: dict[str, Any], key: str, where: Any = "") -> list[str]:
+    """The heads a sample is a known negative of: its metadata's `negative_heads` (make-shards
+    writes them for point exports, one label per point), [] when absent."""
+    value = meta.get("negative_heads") or []
+    if not isinstance(value, list) or not all(isinstance(h, str) for h in value):
+        raise LabelError(f"{where}: sample {key!r}: 'negative_heads' must be a list of head names")
+    return value
 
 
 def check_split(split: LabelledSplit, schemes: Mapping[str, Scheme]) -> None:
@@ -275,12 +295,73 @@ def encode_split(
     schemes = default_schemes(hierarchies) if schemes is None else schemes
     out = {}
     for head, hierarchy in hierarchies.items():
-        lists = [head_labels(labels, head, schemes[head]) for labels in split.labels]
         try:
-            out[head] = hierarchy.encode_many(lists, split.keys)
+            out[head] = encode_head(
+                hierarchy, head, schemes[head], split.labels, split.keys, split.negatives
+            )
         except ValueError as exc:
             raise LabelError(f"{split.source or 'labels'} (head {head!r}): {exc}") from None
     return out
+
+
+def encode_head(
+    h: Hierarchy,
+    head: str,
+    scheme: Scheme,
+    labels: Sequence[dict[str, list[str]]],
+    keys: Sequence[str],
+    negatives: Sequence[Sequence[str]],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(targets, mask) (N, K) of one head: `Hierarchy.encode_many` of the samples' labels, and a
+    sample with no label of `head` that is a known negative of it (`negatives`) gets every node
+    known negative (y = 0, m = 1): one label per point, so a point labelled in another head is
+    none of this head's nodes, and the head learns when it does not apply."""
+    y, m = h.encode_many([head_labels(lab, head, scheme) for lab in labels], keys)
+    rows = [b for b, neg in enumerate(negatives) if head in neg and not labels[b].get(head)]
+    if rows:
+        m[rows] = 1.0
+    return y, m
+
+
+def _labelled(y: torch.Tensor, h: Hierarchy) -> torch.Tensor:
+    """(N,) bool: the samples with a label in the head (a positive root)."""
+    return (y[:, [h.index[r] for r in h.roots]] > 0.5).any(1)
+
+
+def warn_no_negatives(
+    targets: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+    hierarchies: Mapping[str, Hierarchy],
+    where: str,
+    show: int = 5,
+) -> None:
+    """One warning per head naming its nodes (roots aside) with no known negative in `where`:
+    learned from positives only, their probability is high on any input. A node every labelled
+    sample of the head passes through (`[SUBSTRATE] > Substrate`) is the head itself and is named
+    only when the head never shares a sample with another head: one label per sample (a point
+    export), so the others' samples are where it does not apply, and nothing says so."""
+    labelled = {head: _labelled(y, hierarchies[head]) for head, (y, _) in targets.items()}
+    for head, (y, m) in targets.items():
+        h, mine = hierarchies[head], labelled[head]
+        others = [v for k, v in labelled.items() if k != head]
+        other = torch.stack(others).any(0) if others else torch.zeros_like(mine)
+        disjoint = bool(other.any()) and not bool((mine & other).any())
+        has_neg = ((y < 0.5) & (m != 0)).any(0).tolist()
+        everywhere = (y[mine] > 0.5).all(0).tolist() if bool(mine.any()) else [False] * len(h)
+        nodes = [
+            n
+            for j, n in enumerate(h.nodes)
+            if n not in h.roots and not has_neg[j] and (disjoint or not everywhere[j])
+        ]
+        if nodes:
+            listed = ", ".join(repr(n) for n in nodes[:show])
+            more = f" (+{len(nodes) - show} more)" if len(nodes) > show else ""
+            warnings.warn(
+                f"head {head!r}: {len(nodes)} node(s) with no known negative in {where}: "
+                f"{listed}{more}; learned from positives only, their probability is high on "
+                "every input (for a point export, make the shards again so that points of other "
+                "heads are its negatives)",
+                stacklevel=2,
+            )
 
 
 def single_classes(splits: Iterable[LabelledSplit], heads: Sequence[str]) -> dict[str, list[str]]:

@@ -22,7 +22,12 @@ from hml_finetune.finetune.data import (
     shard_train_loader,
     training_mask,
 )
-from hml_finetune.finetune.labels import IGNORE_INDEX, encode_single, head_labels
+from hml_finetune.finetune.labels import (
+    IGNORE_INDEX,
+    encode_head,
+    encode_single,
+    negative_heads,
+)
 from hml_finetune.finetune.model import HMLModel
 from hml_finetune.hml.hierarchy import Hierarchy
 from hml_finetune.hml.losses import MCLoss, NodeWeighting
@@ -134,10 +139,11 @@ class HMLModule(pl.LightningModule):
         images, metas = batch
         keys = [m["__key__"] for m in metas]
         labels = [m.get("labels") or {} for m in metas]
+        negatives = [negative_heads(m, k) for m, k in zip(metas, keys, strict=True)]
         targets = {}
         for head, h in self.hierarchies.items():
             scheme = self.data.schemes[head]
-            y, mask = h.encode_many([head_labels(lab, head, scheme) for lab in labels], keys)
+            y, mask = encode_head(h, head, scheme, labels, keys, negatives)
             targets[head] = (y.to(images.device), mask.to(images.device))
         single = {
             head: encode_single([lab.get(head) or [] for lab in labels], classes, keys, head)

@@ -4,7 +4,6 @@ val probabilities, metrics per head on test, the run's metrics.json/.md and mode
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,26 +12,24 @@ import torch
 
 from hml_finetune.finetune.config import FinetuneConfig, PredictConfig
 from hml_finetune.finetune.data import align_split
+from hml_finetune.finetune.features import cached_features, extract_features
 from hml_finetune.finetune.labels import LabelledSplit, encode_singles, encode_split
 from hml_finetune.finetune.lightning_module import HMLModule
-from hml_finetune.finetune.model import HMLModel, cached_features, extract_features, image_transform
+from hml_finetune.finetune.model import HMLModel, image_transform
 from hml_finetune.finetune.results import head_metrics, single_label_metrics, write_metrics
 from hml_finetune.hml.calibration import choose_temperature
 from hml_finetune.hml.hierarchy import Hierarchy
-from hml_finetune.hml.label_rules import monotone_thresholds
 from hml_finetune.hml.metrics import eval_columns
 from hml_finetune.hml.schemes import Scheme
 from hml_finetune.hml.thresholds import (
     DEFAULT_THRESHOLD,
     MIN_HEAD_POSITIVES,
     known_positives,
-    tune_global_threshold,
-    tune_per_node_thresholds,
+    tune_rule,
 )
+from ssl_benthic.core.devices import process_device
 
 __all__ = [
-    "process_device",
-    "tune_threshold",
     "choose_threshold",
     "score_heads",
     "calibrate_heads",
@@ -40,28 +37,6 @@ __all__ = [
     "finish_run",
     "run_fields",
 ]
-
-
-def process_device(cfg: FinetuneConfig) -> torch.device:
-    """This process's device for feature extraction and scoring (LOCAL_RANK's GPU when on GPU)."""
-    want_gpu = cfg.trainer.accelerator in ("gpu", "cuda", "auto")
-    if want_gpu and torch.cuda.is_available():
-        return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
-    return torch.device("cpu")
-
-
-def tune_threshold(
-    rule: str | float, probs: torch.Tensor, y: torch.Tensor, m: torch.Tensor, h: Hierarchy
-) -> float | torch.Tensor:
-    """A fixed number, or tuned on validation predictions: 'global' (one) or 'per-node' (K,), made
-    monotone (t(child) = max(t(child), t(parents))) so the stored thresholds are the ones applied."""
-    if rule == "global":
-        return tune_global_threshold(probs, y, m, columns=eval_columns(h))
-    if rule == "per-node":
-        return monotone_thresholds(
-            tune_per_node_thresholds(probs, y, m, columns=eval_columns(h)), h
-        )
-    return float(rule)
 
 
 def choose_threshold(
@@ -86,7 +61,7 @@ def choose_threshold(
             stacklevel=2,
         )
         return DEFAULT_THRESHOLD, f"default {DEFAULT_THRESHOLD:g}: {why}"
-    return tune_threshold(rule, probs, y, m, h), str(rule)
+    return tune_rule(rule, probs, y, m, h, columns=eval_columns(h)), str(rule)
 
 
 def score_heads(
@@ -171,7 +146,7 @@ def finish_run(
 ) -> dict:
     """Tune thresholds on val, score test, write metrics and model.ckpt; the result dict."""
     model, hierarchies, meta = module.model, module.hierarchies, module.meta
-    device = process_device(cfg)
+    device = process_device(cfg.trainer.accelerator)
     model.to(device)
     for name in ("val", "test"):
         if name not in feats:
@@ -226,9 +201,11 @@ def finish_run(
 
 
 def run_fields(cfg: FinetuneConfig) -> dict:
-    """What identifies a run in results and reports: start, mode, loss, seed, threshold rule."""
+    """What identifies a run in results and reports: start, its feature pool (a ViT's cls, mean
+    or cls+mean), mode, loss, seed, threshold rule."""
     return {
         "start": cfg.backbone.weights,
+        "pool": cfg.backbone.pool,
         "mode": cfg.mode,
         "loss": cfg.loss.name,
         "seed": cfg.seed,

@@ -41,7 +41,7 @@ from hml_finetune.finetune.model import (
     resolve_norm,
 )
 from hml_finetune.finetune.results import metrics_markdown, train_frequency
-from hml_finetune.finetune.scoring import finish_run, process_device, split_features
+from hml_finetune.finetune.scoring import finish_run, split_features
 from hml_finetune.hml.hierarchy import Hierarchy
 from ssl_benthic.core.checkpoints import (
     RunCheckpoint,
@@ -50,6 +50,7 @@ from ssl_benthic.core.checkpoints import (
     prepare_output_dir,
 )
 from ssl_benthic.core.config import load_config, save_config, to_dict
+from ssl_benthic.core.devices import on_gpu, process_device
 from ssl_benthic.core.errors import Interrupted
 from ssl_benthic.core.trainer import fit, make_trainer
 from ssl_benthic.data.shards.manifest import load_manifest
@@ -69,8 +70,7 @@ def _device_count(devices: int | str, accelerator: str) -> int:
     """How many processes per node `devices` asks for ('auto' / -1: every visible GPU, else 1)."""
     text = str(devices).strip()
     if text in ("auto", "-1"):
-        gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-        return torch.cuda.device_count() if gpu else 1
+        return torch.cuda.device_count() if on_gpu(accelerator) else 1
     return len([d for d in text.strip("[]").split(",") if d.strip()]) if "," in text else int(text)
 
 
@@ -139,18 +139,27 @@ def _meta(
         "thresholds": None,
         "weights": weights_identity(cfg.backbone.weights, cfg.backbone.weights_file),
         "schemes": {h: s.record() for h, s in data.schemes.items()},
-        "label_map": _label_map(cfg.data.train),
+        "label_map": _train_source(cfg.data.train).get("label_map"),
+        "patch": _patch(_train_source(cfg.data.train)),
     }
 
 
-def _label_map(shards: str) -> dict | None:
-    """The code -> {head, path} map a point export's training shards were made with (None: none),
-    so `predict --format coralnet` can write label codes back."""
+def _train_source(shards: str) -> dict:
+    """The training manifest's `source` ({} without one): a point export's label map (code ->
+    {head, path}), so `predict --format coralnet` can write label codes back, and its patch size."""
     folder = Path(shards)
     if not (folder / "manifest.json").is_file():
-        return None
+        return {}
     source = load_manifest(folder).get("source") or {}
-    return source.get("label_map") if isinstance(source, dict) else None
+    return source if isinstance(source, dict) else {}
+
+
+def _patch(source: dict) -> dict | None:
+    """How the training patches were cut ({patch, resize}), for `predict`'s defaults; None when
+    the shards are not patches of a point export."""
+    if not isinstance(source.get("patch"), int):
+        return None
+    return {"patch": source["patch"], "resize": int(source.get("resize") or 0)}
 
 
 def _resolved(cfg: FinetuneConfig, backbone: torch.nn.Module, schemes: dict) -> FinetuneConfig:
@@ -170,7 +179,7 @@ def _cache_features(
     cfg: FinetuneConfig, model: HMLModel
 ) -> dict[str, tuple[torch.Tensor, list[str]]]:
     """Backbone features of the three splits, computed once (the linear probe's frozen encoder)."""
-    device = process_device(cfg)
+    device = process_device(cfg.trainer.accelerator)
     model.backbone.to(device)
     feats = {
         name: split_features(cfg, model, getattr(cfg.data, name), device, True)

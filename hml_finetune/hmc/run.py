@@ -29,10 +29,10 @@ from tqdm.auto import tqdm
 from hml_finetune.hmc.arff import ArffData, fit_preprocess, read_arff
 from hml_finetune.hml.heads import EnsembleHeads
 from hml_finetune.hml.hierarchy import Hierarchy
-from hml_finetune.hml.label_rules import monotone_thresholds
 from hml_finetune.hml.losses import MCLoss, NodeWeighting
 from hml_finetune.hml.metrics import eval_columns, evaluate
-from hml_finetune.hml.thresholds import tune_global_threshold, tune_per_node_thresholds
+from hml_finetune.hml.thresholds import tune_rule
+from ssl_benthic.core.devices import pick_device
 from ssl_benthic.core.errors import ConfigError, DataError
 
 # dataset -> (hidden size, epochs, learning rate), from the published C-HMCNN hyper-parameters
@@ -291,17 +291,7 @@ def choose_threshold(
     y_valid = splits.y_valid.cpu()
     mask = train_mask(splits, len(probs))
     cols = eval_columns(splits.hierarchy, splits.exclude)
-    if settings.threshold == "global":
-        return tune_global_threshold(probs, y_valid, mask, columns=cols)
-    tuned = tune_per_node_thresholds(probs, y_valid, mask, columns=cols)
-    return monotone_thresholds(tuned, splits.hierarchy)  # stored = applied (coherent sets)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' picks CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    return tune_rule(settings.threshold, probs, y_valid, mask, splits.hierarchy, columns=cols)
 
 
 def run_seed(
@@ -341,7 +331,7 @@ def run_seed_variants(
     what `run_seed` gives for it alone; `seconds` is the shared time for every row."""
     _same_training(variants)
     start = time.perf_counter()
-    dev, base = resolve_device(device), variants[0]
+    dev, base = pick_device(device), variants[0]
     tuned = valid = on_train = merged = on_merged = None
     if any(v.tuned for v in variants):
         tuned = load_splits(data_dir, dataset, merge_valid=False, seed=seed).to(dev)

@@ -129,16 +129,25 @@ def _scheme_lines(path: Path, head: str) -> list[str]:
 
 
 def _from_paths(head: str, name: str, paths: list[str], sep: str, sha: str | None) -> Scheme:
+    """The scheme of `head` from the paths under its own root (a file may cover several heads, as
+    the CATAMI file covers four; a path without a bracketed root is the head's own); a head with no
+    path in the file is a ConfigError naming the roots the file has."""
     probe = Scheme(head, name, sep, None, sha)
     nodes: set[str] = set()
-    for i, line in enumerate(paths, 1):
+    roots: dict[str, None] = {}
+    bracketed = False
+    for line in paths:
         node = probe.node(line)
-        if bracketed_head(node) != head:
-            raise ConfigError(
-                f"{name}: path {i} {line!r} names head {bracketed_head(node)!r}, not {head!r}"
-            )
-        nodes.update(_prefixes(node))
-    bracketed = bracketed_head(paths[0].split(sep)[0].strip()) is not None
+        owner = bracketed_head(node)
+        roots[head_root(owner or head)] = None
+        if owner == head:
+            nodes.update(_prefixes(node))
+            bracketed |= bracketed_head(line.split(sep)[0].strip()) is not None
+    if not nodes:
+        found = ", ".join(sorted(roots))
+        raise ConfigError(
+            f"{name}: no path of head {head!r} (root {head_root(head)}); the file's roots: {found}"
+        )
     return Scheme(head, name, sep, frozenset(nodes), sha, bracketed)
 
 

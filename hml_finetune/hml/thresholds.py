@@ -13,6 +13,8 @@ from typing import Literal
 
 import torch
 
+from hml_finetune.hml.hierarchy import Hierarchy
+from hml_finetune.hml.label_rules import monotone_thresholds
 from hml_finetune.hml.metrics import apply_thresholds, prf, stat_counts
 
 __all__ = [
@@ -95,3 +97,22 @@ def tune_per_node_thresholds(
     tuned = torch.tensor(grid, dtype=probs.dtype, device=probs.device)[best]
     positives = ((targets > 0.5) & (mask != 0)).sum(0)
     return torch.where(positives >= min_positives, tuned, torch.full_like(tuned, fallback))
+
+
+def tune_rule(
+    rule: str | float,
+    probs: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor,
+    h: Hierarchy,
+    columns: torch.Tensor | None = None,
+) -> float | torch.Tensor:
+    """The one threshold-rule dispatcher: a fixed number, or tuned on validation predictions,
+    'global' (one value) or 'per-node' (K,) made monotone (t(child) = max(t(child), t(parents)))
+    so the stored thresholds are the ones applied."""
+    if rule == "global":
+        return tune_global_threshold(probs, targets, mask, columns=columns)
+    if rule == "per-node":
+        tuned = tune_per_node_thresholds(probs, targets, mask, columns=columns)
+        return monotone_thresholds(tuned, h)
+    return float(rule)

@@ -1,8 +1,8 @@
 """What `hml-finetune predict` reads: image files (a folder, searched recursively, or a glob) or a
 shard folder, as items with a key and the source image they trace back to, decoded in loader workers.
 
-A file that cannot be read or decoded is not fatal: it becomes an item with an `error`, counted and
-written as an error row, while the others are predicted.
+A file (or a shard sample) that cannot be read or decoded is not fatal: it becomes an item with an
+`error`, counted and written as an error row, while the others are predicted.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ssl_benthic.core.errors import DataError
 from ssl_benthic.data.images import CONVERTIBLE_SUFFIXES, SUFFIX_EXT, decode_rgb
-from ssl_benthic.data.shards.reader import DECODE_ERRORS, iter_samples
+from ssl_benthic.data.shards.reader import DECODE_ERRORS, make_dataset, open_image
 
 __all__ = ["Item", "image_items", "shard_batches", "file_batches", "IMAGE_SUFFIXES"]
 
@@ -114,21 +114,35 @@ def _source_image(key: str, meta: dict[str, Any]) -> str:
     return key
 
 
+def _try_open(data: bytes) -> tuple[Any, str | None]:
+    """(image, None), or (None, why) for image bytes that do not decode: an error row, not a skip."""
+    try:
+        return open_image(data), None
+    except Exception as exc:  # noqa: BLE001 - any undecodable image becomes an error row
+        return None, f"{type(exc).__name__}: {exc}"
+
+
 def shard_batches(
     shards: str, transform: Callable, batch_size: int
 ) -> Iterator[tuple[list[Item], torch.Tensor | None]]:
-    """(items, images) batches of every sample of a shard folder, in shard order; a sample that
-    does not decode is skipped by the reader, counted and warned about (see `skipped_in_shards`)."""
+    """(items, images) batches of every sample of a shard folder, in shard order; a sample whose
+    image does not decode is an item with its `error`, as an unreadable file is (a sample without
+    an image member or readable JSON is skipped by the reader and counted, see `decode_errors`)."""
+    dataset = make_dataset(shards, shuffle_buffer=0, rank=0, world_size=1, decoder=_try_open)
     items: list[Item] = []
     images: list[torch.Tensor] = []
-    for key, image, meta in iter_samples(shards):
-        items.append(Item(key, _source_image(key, meta), meta.get("row"), meta.get("column")))
-        images.append(transform(image))
+    for (image, error), meta in dataset:
+        key = meta["__key__"]
+        items.append(
+            Item(key, _source_image(key, meta), meta.get("row"), meta.get("column"), error)
+        )
+        if image is not None:
+            images.append(transform(image))
         if len(items) == batch_size:
-            yield items, torch.stack(images)
+            yield items, torch.stack(images) if images else None
             items, images = [], []
     if items:
-        yield items, torch.stack(images)
+        yield items, torch.stack(images) if images else None
 
 
 def decode_errors() -> int:

@@ -1,6 +1,8 @@
-"""Points of a CoralNet or SQUIDLE+ export as `predict` inputs: each point's patch cut exactly as
-`make-shards --coralnet/--squidle` cuts it (`ssl_benthic.data.points.patches`: centred square, reflect-padded,
-optionally resized), each photograph decoded once; a whole-frame SQUIDLE+ row predicts the whole image.
+"""Points of a point export (any format of `ssl_benthic.data.points`) as `predict` inputs: each
+point's patch cut exactly as `make-shards` cuts it (`ssl_benthic.data.points.patches`: centred
+square, reflect-padded, optionally resized), each photograph decoded once; a whole-frame point
+(SQUIDLE+) predicts the whole image. The export is read by the format's own reader, with the same
+flags `make-shards` takes to read it (`--image-column`, `--encoding`).
 
 A missing or unreadable photograph, or a point outside it, gives error rows, never a stop.
 """
@@ -15,18 +17,19 @@ import torch
 from PIL import Image
 
 from hml_finetune.predict.inputs import Item
-from ssl_benthic.data.points.base import Point, read_coralnet, read_squidle
+from ssl_benthic.data.points import point_format
+from ssl_benthic.data.points.base import Point
 from ssl_benthic.data.points.patches import cut_patch, read_upright, resize_patch
 from ssl_benthic.data.sources.tables import inside_root
 
 __all__ = ["read_points", "point_batches", "point_key"]
 
 
-def read_points(kind: str, csv_path: str, image_column: str | None = None) -> list[Point]:
-    """The points of a `coralnet` or `squidle` export (rows without an image are dropped)."""
-    reader = read_coralnet if kind == "coralnet" else read_squidle
-    kwargs = {"image_column": image_column} if image_column else {}
-    points, _ = reader(Path(csv_path), **kwargs)
+def read_points(kind: str, csv_path: str, flags: dict | None = None) -> list[Point]:
+    """The points of a `kind` export read with `flags` (by dest; missing: the format's defaults);
+    rows without an image are dropped (they have no place to predict)."""
+    fmt = point_format(kind)
+    points, _ = fmt.read(Path(csv_path), fmt.options(flags or {}))
     return points
 
 

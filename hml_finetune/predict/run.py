@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,13 +35,23 @@ from hml_finetune.predict.labels import (
     single_prediction,
     top_leaves,
 )
+from hml_finetune.predict.outputs import open_writer, writer_class
 from hml_finetune.predict.points import point_batches, read_points
-from hml_finetune.predict.writers import Writer, code_ranking, open_writer
+from hml_finetune.predict.writers import Export, WriteContext, Writer
 from ssl_benthic.core.errors import ConfigError
+from ssl_benthic.data.points import (
+    chosen_format,
+    format_flags,
+    point_formats,
+    refuse_unused_flags,
+)
 from ssl_benthic.data.shards.manifest import load_manifest
+
+DEFAULT_PATCH = 224  # make-shards' default patch side
 
 __all__ = [
     "PredictSummary",
+    "patch_defaults",
     "LabelChoice",
     "label_choice",
     "run_predict",
@@ -129,6 +140,24 @@ def _write_batch(
     return sum(item.error is not None for item in items)
 
 
+def _export(args: argparse.Namespace) -> Export | None:
+    """The point export the command line names (format, file, the format's options), or None."""
+    fmt = chosen_format(args)
+    if fmt is None:
+        return None
+    given = {dest: getattr(args, dest, None) for dest in format_flags(reads_only=True)}
+    return Export(fmt, Path(getattr(args, fmt.name)), fmt.options(given))
+
+
+def _read_export(export: Export) -> list:
+    return read_points(export.format.name, str(export.path), export.options)
+
+
+def _images_root(args: argparse.Namespace, export: Export) -> str:
+    """Where the export's photographs are: --images-root, else the export's folder (as make-shards)."""
+    return args.images_root or str(export.path.parent)
+
+
 def _batches(args: argparse.Namespace, f: Finetuned) -> tuple[int | None, Iterator]:
     """(number of items when known, batches) of the input `args` names."""
     if args.images is not None:
@@ -136,10 +165,10 @@ def _batches(args: argparse.Namespace, f: Finetuned) -> tuple[int | None, Iterat
         return len(found), file_batches(found, f.transform, args.batch_size, args.num_workers)
     if args.shards is not None:
         return None, shard_batches(args.shards, f.transform, args.batch_size)
-    kind = "coralnet" if args.coralnet else "squidle"
-    points = read_points(kind, args.coralnet or args.squidle, args.image_column)
+    export = _export(args)
+    points = _read_export(export)
     batches = point_batches(
-        points, args.images_root, f.transform, args.batch_size, args.patch, args.resize
+        points, _images_root(args, export), f.transform, args.batch_size, args.patch, args.resize
     )
     return len(points), batches
 
@@ -147,28 +176,24 @@ def _batches(args: argparse.Namespace, f: Finetuned) -> tuple[int | None, Iterat
 def _points(args: argparse.Namespace) -> bool:
     """Whether the inputs are points (rows get `row`, `column`): a point export, or shards made
     from one."""
-    if args.coralnet is not None or args.squidle is not None:
+    if chosen_format(args) is not None:
         return True
     if args.shards is not None and (Path(args.shards) / "manifest.json").is_file():
         source = load_manifest(args.shards).get("source") or {}
-        return isinstance(source, dict) and source.get("kind") in ("coralnet", "squidle")
+        return isinstance(source, dict) and source.get("kind") in point_formats()
     return False
 
 
 def _writer(args: argparse.Namespace, f: Finetuned, choice: LabelChoice) -> Writer:
-    points = _points(args)
-    if args.format != "coralnet":
-        return open_writer(args.out, args.format, points)
-    label_map = f.meta.get("label_map")
-    return open_writer(
-        args.out,
-        "coralnet",
-        points,
-        source=args.coralnet,
+    ctx = WriteContext(
+        Path(args.out),
+        _points(args),
+        top_k=args.top_k,
         rule=",".join(sorted(set(choice.rules.values()))) or "argmax",
-        k=args.top_k,
-        codes=lambda heads: code_ranking(heads, label_map, f.schemes),
+        model=f,
+        export=_export(args),
     )
+    return open_writer(args.format, ctx)
 
 
 def _cover_counts(args: argparse.Namespace, f: Finetuned) -> CoverCounts | None:
@@ -177,9 +202,7 @@ def _cover_counts(args: argparse.Namespace, f: Finetuned) -> CoverCounts | None:
         return None
     groups = None
     if args.cover_by is not None:
-        kind = "coralnet" if args.coralnet else "squidle"
-        points = read_points(kind, args.coralnet or args.squidle, args.image_column)
-        groups = cover_groups(points, args.cover_by)
+        groups = cover_groups(_read_export(_export(args)), args.cover_by)
     singles = {head: None for head in f.model.single}
     return CoverCounts({**f.hierarchies, **singles}, dict(f.schemes), groups)
 
@@ -195,6 +218,7 @@ def run_predict(args: argparse.Namespace) -> PredictSummary:
         if path is not None and Path(path).exists() and not args.overwrite:
             raise ConfigError(f"{flag} {path} exists: pass --overwrite to replace it")
     f = load_for_inference(args.checkpoint, args.device)
+    args.patch, args.resize = patch_defaults(f.meta.get("patch"), args.patch, args.resize)
     choice = label_choice(f, args.label_rule, args.min_probability)
     total, batches = _batches(args, f)
     summary, start, skipped = PredictSummary(), time.perf_counter(), decode_errors()
@@ -221,14 +245,30 @@ def run_predict(args: argparse.Namespace) -> PredictSummary:
     return summary
 
 
+def patch_defaults(trained: dict | None, patch: int | None, resize: int | None) -> tuple[int, int]:
+    """(patch, resize) for point inputs: the user's, else the training patches' (`trained`, from
+    model.ckpt), else 224 and none; a warning when the user's differ from the training ones."""
+    trained = trained or {}
+    for flag, given, used in (("--patch", patch, "patch"), ("--resize", resize, "resize")):
+        if given is not None and used in trained and given != trained[used]:
+            warnings.warn(
+                f"{flag} {given}: the model was trained on patches with {used} "
+                f"{trained[used]} (its training shards' manifest); predicting with {given}",
+                stacklevel=2,
+            )
+    patch = patch if patch is not None else trained.get("patch", DEFAULT_PATCH)
+    return patch, resize if resize is not None else trained.get("resize", 0)
+
+
 def _check_args(args: argparse.Namespace) -> None:
-    if args.batch_size < 1 or args.top_k < 1 or args.num_workers < 0 or args.patch < 1:
+    small = args.patch is not None and args.patch < 1
+    if args.batch_size < 1 or args.top_k < 1 or args.num_workers < 0 or small:
         raise ConfigError("--batch-size, --top-k and --patch must be >= 1, --num-workers >= 0")
-    points = args.coralnet is not None or args.squidle is not None
-    if points and args.images_root is None:
-        raise ConfigError("--coralnet / --squidle need --images-root (where the photographs are)")
-    if args.format == "coralnet" and args.coralnet is None:
-        raise ConfigError("--format coralnet writes a CoralNet export back: it needs --coralnet")
+    fmt = chosen_format(args)
+    refuse_unused_flags(args, fmt, frozenset(), "--images / --shards")
+    if args.images_root is not None and fmt is None:
+        raise ConfigError("--images-root is where a point export's photographs are: it needs one")
+    writer_class(args.format).check(args)
     if args.label_rule is not None and args.label_rule not in LABEL_RULES:
         raise ConfigError(f"--label-rule {args.label_rule!r} is not one of {LABEL_RULES}")
     if args.min_probability is not None and not 0.0 < args.min_probability <= 1.0:
@@ -236,16 +276,14 @@ def _check_args(args: argparse.Namespace) -> None:
     if (args.cover_by is not None or args.cover_depth) and args.cover is None:
         raise ConfigError("--cover-by and --cover-depth need --cover COVER.csv")
     if args.cover is not None and not _points(args):
-        raise ConfigError("--cover needs point inputs (--coralnet, --squidle or point shards)")
-    if args.cover_by is not None and not points:
-        raise ConfigError(
-            "--cover-by reads a column of the export: it needs --coralnet or --squidle"
-        )
+        raise ConfigError("--cover needs point inputs (a point export or point shards)")
+    if args.cover_by is not None and fmt is None:
+        raise ConfigError("--cover-by reads a column of the export: it needs a point export")
 
 
 def cli_predict(args: argparse.Namespace) -> int:
     """`hml-finetune predict --checkpoint C (--images X | --shards D | --coralnet CSV |
-    --squidle CSV) --out F [...]`."""
+    --squidle CSV | --mermaid CSV | any point format) --out F [...]`."""
     _check_args(args)
     summary = run_predict(args)
     print(summary.line(args.out, "points" if _points(args) else "images"))

@@ -51,11 +51,13 @@ def bracketed_head(path: str) -> str | None:
     return None
 
 
-def label_depth(path: str) -> int:
-    """Levels below the head root, for any scheme: `[BIOTA] > Biota > Sponges` -> 2,
-    `Animalia > Cnidaria` -> 2 (its root is implied), `ACRO` -> 1."""
-    levels = path.count(SEP) + 1
-    return levels - 1 if bracketed_head(path) is not None else levels
+def label_depth(path: str, sep: str = SEP) -> int:
+    """Levels below the head root, for any scheme and separator `sep`: `[BIOTA] > Biota > Sponges`
+    -> 2, `Animalia > Cnidaria` -> 2 (its root is implied), `ACRO` -> 1."""
+    parts = path.split(sep)
+    root = parts[0].strip()
+    bracketed = root.startswith("[") and root.endswith("]") and len(root) > 2
+    return len(parts) - 1 if bracketed else len(parts)
 
 
 def head_of(path: str) -> str:

@@ -14,6 +14,7 @@ __all__ = [
     "DataError",
     "LabelError",
     "Interrupted",
+    "Terminated",
     "EXIT_INTERRUPTED",
 ]
 
@@ -45,3 +46,10 @@ class BackboneError(UserError):
 
 class Interrupted(Exception):
     """A run stopped on SIGTERM after saving a resumable checkpoint; the message says how to resume."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM asked a command with no checkpoint of its own (make-shards) to stop: raised by its
+    signal handler and unwound like Ctrl-C, so finished work is kept; `kept` says what was kept."""
+
+    kept: str = ""

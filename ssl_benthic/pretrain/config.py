@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ssl_benthic.core.normalization import BENTHICNET_LABELLED_MEAN, BENTHICNET_LABELLED_STD
+from ssl_benthic.core.trainer_config import SharedTrainerConfig
 
 
 @dataclass
@@ -98,22 +99,16 @@ class OptimizerConfig:
 
 
 @dataclass
-class TrainerConfig:
-    """Lightning Trainer options; checkpoints every N steps and at the end, keeping the last K.
+class TrainerConfig(SharedTrainerConfig):
+    """Lightning Trainer options (the keys both stages share, `SharedTrainerConfig`, and these);
+    checkpoints every N steps and at the end, keeping the last K.
 
     `channels_last`: model and batches in channels-last memory format (faster convolutions on GPUs).
     """
 
-    accelerator: str = "auto"
-    devices: int | str = "auto"
-    num_nodes: int = 1
-    strategy: str = "auto"
-    precision: str = "32-true"
-    max_epochs: int = 100
     max_steps: int = -1
     accumulate_grad_batches: int = 1
     gradient_clip_val: float | None = None
-    log_every_n_steps: int = 50
     checkpoint_every_n_steps: int = 1000
     keep_last_k: int = 3
     sync_batchnorm: bool = True

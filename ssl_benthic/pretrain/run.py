@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
 from ssl_benthic.core.checkpoints import (
@@ -27,6 +26,7 @@ from ssl_benthic.core.checkpoints import (
     prepare_output_dir,
 )
 from ssl_benthic.core.config import load_config, save_config
+from ssl_benthic.core.devices import on_gpu
 from ssl_benthic.core.errors import ConfigError, Interrupted
 from ssl_benthic.core.seeding import SeededEpochs
 from ssl_benthic.core.trainer import fit, make_trainer
@@ -108,11 +108,6 @@ def _checkpoint(cfg: PretrainConfig) -> RunCheckpoint:
     )
 
 
-def _on_gpu(accelerator: str) -> bool:
-    """SyncBatchNorm needs GPU modules under DDP (torch refuses it on CPU)."""
-    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-
-
 def build_trainer(cfg: PretrainConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> pl.Trainer:
     """The Lightning Trainer of a recipe: loggers, checkpoints, DDP/SLURM options from `trainer.*`."""
     t = cfg.trainer
@@ -139,7 +134,8 @@ def build_trainer(cfg: PretrainConfig, extra_callbacks: Sequence[pl.Callback] = 
         accumulate_grad_batches=t.accumulate_grad_batches,
         gradient_clip_val=t.gradient_clip_val,
         log_every_n_steps=t.log_every_n_steps,
-        sync_batchnorm=t.sync_batchnorm and _on_gpu(t.accelerator),
+        enable_progress_bar=t.enable_progress_bar,
+        sync_batchnorm=t.sync_batchnorm and on_gpu(t.accelerator),  # torch refuses SyncBN on CPU
         deterministic=t.deterministic,
     )
 

@@ -9,14 +9,12 @@ trained with, so stage 2 evaluates it with the same statistics.
 from __future__ import annotations
 
 import argparse
-import json
 import warnings
 from pathlib import Path
 from typing import Any
 
 import timm
 import torch
-from safetensors.torch import save_file
 
 from ssl_benthic.core.errors import BackboneError
 from ssl_benthic.weights.load import (
@@ -26,6 +24,7 @@ from ssl_benthic.weights.load import (
     load_strict,
     pretrain_metadata,
     student_backbone_state,
+    write_export_files,
 )
 
 __all__ = ["export_backbone", "cli_export"]
@@ -70,12 +69,9 @@ def export_backbone(checkpoint: str | Path, out_dir: str | Path, overwrite: bool
     )
     load_strict(model, state, str(path))
     _warn_if_unfinished(ckpt, path)
-    out.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous() for k, v in state.items()}
-    save_file(tensors, str(out / EXPORT_WEIGHTS), metadata={"format": "pt"})
     meta = {"format": FORMAT, **pretrain_metadata(ckpt, path), "num_features": model.num_features}
     meta["pool"] = meta["config"].get("backbone", {}).get("pool", "cls")  # the feature pretrained
-    (out / EXPORT_META).write_text(json.dumps(meta, indent=2) + "\n")
+    write_export_files(out, state, meta)
     return out
 
 

@@ -24,7 +24,6 @@ from typing import Any
 
 import timm
 import torch
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from ssl_benthic.core.errors import BackboneError, UserError
@@ -41,7 +40,7 @@ from ssl_benthic.weights.foreign import (
     read_source,
     split_branch,
 )
-from ssl_benthic.weights.load import EXPORT_META, EXPORT_WEIGHTS, load_strict
+from ssl_benthic.weights.load import EXPORT_META, EXPORT_WEIGHTS, load_strict, write_export_files
 from ssl_benthic.weights.preset_record import Preset
 from ssl_benthic.weights.presets import STANDARD_VIT_HEADS, format_presets, get_preset
 from ssl_benthic.weights.release_layouts import Layout, convert, detect_layout, prepare
@@ -255,22 +254,13 @@ def _write(
     heads_meta: dict[str, Any],
 ) -> None:
     """Write the export (and the heads, or remove stale ones)."""
-    out.mkdir(parents=True, exist_ok=True)
-    for name, tensors, info in (
-        (EXPORT_WEIGHTS, backbone, meta),
-        (HEADS_WEIGHTS, heads, heads_meta),
-    ):
-        meta_path = out / (EXPORT_META if name == EXPORT_WEIGHTS else HEADS_META)
-        if not tensors:
-            (out / name).unlink(missing_ok=True)
-            meta_path.unlink(missing_ok=True)
-            continue
-        if name == HEADS_WEIGHTS:  # a file's tensors may share storage, which safetensors refuses
-            tensors = {k: v.detach().clone().contiguous() for k, v in tensors.items()}
-        else:  # the model's own parameters: no second copy of a large backbone in memory
-            tensors = {k: v.detach().contiguous() for k, v in tensors.items()}
-        save_file(tensors, str(out / name), metadata={"format": "pt"})
-        meta_path.write_text(json.dumps(info, indent=2) + "\n")
+    write_export_files(out, backbone, meta)
+    if heads:  # a file's tensors may share storage, which safetensors refuses: copy them
+        cloned = {k: v.detach().clone() for k, v in heads.items()}
+        write_export_files(out, cloned, heads_meta, weights=HEADS_WEIGHTS)
+    else:
+        (out / HEADS_WEIGHTS).unlink(missing_ok=True)
+        (out / HEADS_META).unlink(missing_ok=True)
 
 
 def import_weights(

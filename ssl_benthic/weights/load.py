@@ -1,6 +1,7 @@
 """Backbone weights from a file, whatever wrote it: a stage-1 export (folder, or .safetensors with its
 .json), an ssl-benthic pretraining checkpoint (its student backbone, as `export` writes it), or a
-plain state dict (.safetensors, .pt/.pth, optionally under a `state_dict` key).
+plain state dict (.safetensors, .pt/.pth, optionally under a `state_dict` key). The export folder's
+format lives here, reader and writer both (`export` and `import-weights` write through it).
 
 Loading is strict: weights that do not fill every key of the timm model, or carry keys it does not
 have, fail naming them, so a mismatch can never train from random init under another start's name.
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ssl_benthic.core.errors import BackboneError
@@ -29,6 +30,7 @@ __all__ = [
     "EXPORT_META",
     "STUDENT_PREFIX",
     "read_export",
+    "write_export_files",
     "torch_load",
     "read_state",
     "student_backbone_state",
@@ -93,6 +95,17 @@ def pretrain_metadata(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
         "source_checkpoint": str(path),
         "config": cfg,
     }
+
+
+def write_export_files(
+    out: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any], weights: str = EXPORT_WEIGHTS
+) -> None:
+    """The export folder's one writer: `weights` (safetensors, tensors made contiguous without a
+    second copy of a contiguous model) and its metadata beside it (`backbone.json` for the backbone)."""
+    out.mkdir(parents=True, exist_ok=True)
+    contiguous = {k: v.detach().contiguous() for k, v in tensors.items()}
+    save_file(contiguous, str(out / weights), metadata={"format": "pt"})
+    (out / Path(weights).with_suffix(".json").name).write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def read_export(path: str | Path) -> tuple[Path, dict[str, Any]]:

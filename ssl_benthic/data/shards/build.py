@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -22,7 +23,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
-from ssl_benthic.core.errors import DataError
+from ssl_benthic.core.errors import DataError, Terminated
 
 try:
     import fcntl
@@ -219,11 +220,15 @@ def _failed(tmp: Path, build: _Build, keep: bool, outermost: bool) -> None:
     if not (keep and finished_shards(tmp)):
         shutil.rmtree(tmp, ignore_errors=True)
     elif outermost:
-        warnings.warn(
+        note = (
             f"{tmp}: kept the {finished_shards(tmp)} finished shards of this interrupted run; "
-            "the same command with --resume reuses them (or delete the folder)",
-            stacklevel=4,
+            "the same command with --resume reuses them (or delete the folder)"
         )
+        exc = sys.exc_info()[1]
+        if isinstance(exc, Terminated):  # said in the one line the command prints for it
+            exc.kept = note
+        else:
+            warnings.warn(note, stacklevel=4)
 
 
 @contextmanager

@@ -1,7 +1,9 @@
 """`ssl-benthic summary DIR`: what a shard folder holds, per split, head and depth.
 
 Reads only the `.json` members of each shard listed in a split's manifest.json (no image decoding).
-Depth is the number of levels below the head root (`[BIOTA] > Biota > Sponges` has depth 2). A label
+Depth is the number of levels below the head root (`[BIOTA] > Biota > Sponges` has depth 2), with the
+separator each head's labels use (`--label-sep`, else the one of `SEPARATORS` found in most of its
+labels: `Animalia/Cnidaria/Anthozoa` has depth 3). A label
 "stops early" when it is a strict prefix of the sample's `true_labels` path (synthetic sample only);
 for any data set, "non-leaf" counts labels at a CATAMI node that has deeper nodes below it.
 """
@@ -30,13 +32,24 @@ def iter_metas(folder: Path) -> Iterator[tuple[str, dict]]:
                     yield info.name[: -len(".json")], json.loads(tar.extractfile(info).read())
 
 
+SEPARATORS = (" > ", ">", " / ", "/", " | ", "|", " :: ", "::", ";")  # ties: the earlier one
+
+
 def _stops_early(path: str, true_paths: list[str]) -> bool:
     return any(t.startswith(path + SEP) for t in true_paths)
 
 
-def summarize_split(folder: Path) -> dict:
+def label_separator(paths: list[str]) -> str:
+    """The separator of `SEPARATORS` that splits the most of `paths` (` > ` when none does)."""
+    counts = [sum(sep in p for p in paths) for sep in SEPARATORS]
+    best = max(range(len(SEPARATORS)), key=lambda i: (counts[i], -i))
+    return SEPARATORS[best] if counts[best] else SEP
+
+
+def summarize_split(folder: Path, label_sep: str | None = None) -> dict:
     """Counts for one split: samples, labelled samples, and per head annotated / unannotated / early /
-    non-leaf / invalid counts and a histogram of label depths."""
+    non-leaf / invalid counts and a histogram of label depths (levels split at `label_sep`, else at
+    the head's own separator, `label_separator`)."""
     metas = [m for _, m in iter_metas(folder)]
     labelled = [m for m in metas if any((m.get("labels") or {}).values())]
     heads = sorted({h for m in labelled for h in (*m["labels"], *m.get("true_labels", {}))})
@@ -52,13 +65,16 @@ def summarize_split(folder: Path) -> dict:
             "non_leaf": 0,
             "invalid": 0,
         }
+        sep = label_sep or label_separator(
+            [p for m in labelled for p in m["labels"].get(head) or []]
+        )
         for m in labelled:
             paths = m["labels"].get(head) or []
             row["annotated" if paths else "unannotated"] += 1
             true = m.get("true_labels", {}).get(head, [])
             for p in paths:
                 row["labels"] += 1
-                depth[label_depth(p)] += 1
+                depth[label_depth(p, sep)] += 1
                 row["stop_early"] += _stops_early(p, true)
                 if head in HEADS:  # CATAMI heads are checked against the scheme; others cannot be
                     valid = is_valid_path(p) and head_of(p) == head
@@ -70,11 +86,10 @@ def summarize_split(folder: Path) -> dict:
     return out
 
 
-def summarize(dir: str | Path) -> dict:
+def summarize(dir: str | Path, label_sep: str | None = None) -> dict:
     """Summary of every split under `dir` (a shard folder, or a folder of split folders)."""
-    return {
-        "splits": {name: summarize_split(folder) for name, folder in split_folders(dir).items()}
-    }
+    folders = split_folders(dir).items()
+    return {"splits": {name: summarize_split(folder, label_sep) for name, folder in folders}}
 
 
 def format_summary(summary: dict) -> str:
@@ -106,5 +121,5 @@ def format_summary(summary: dict) -> str:
 
 def cli_summary(args: argparse.Namespace) -> int:
     """`ssl-benthic summary DIR`: print the tables (a DataError, exit 2, if DIR holds no shards)."""
-    print(format_summary(summarize(args.dir)))
+    print(format_summary(summarize(args.dir, args.label_sep)))
     return 0

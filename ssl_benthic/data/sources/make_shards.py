@@ -1,5 +1,7 @@
-"""`ssl-benthic make-shards`: the command line over the sources (`sources`: a CSV or a folder tree;
-`point_sources`: CoralNet and SQUIDLE+ exports), then `verify-shards` on what was written.
+"""`ssl-benthic make-shards`: the command line over the sources (`tables`: a CSV or a folder tree;
+`point_shards`: any point-export format of `ssl_benthic.data.points`), then `verify-shards` on
+what was written. A format flag that the chosen source does not use is refused (`--head` with
+`--coralnet`: its heads come from the label map), never ignored.
 """
 
 from __future__ import annotations
@@ -7,12 +9,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ssl_benthic.core.errors import UserError
+from ssl_benthic.data.csv_rows import DEFAULT_ENCODING
+from ssl_benthic.data.points import chosen_format, format_flags, refuse_unused_flags
+from ssl_benthic.data.shards.parallel import sigterm_raises
 from ssl_benthic.data.shards.verify import cli_verify_shards
-from ssl_benthic.data.sources.point_shards import (
-    make_shards_from_coralnet,
-    make_shards_from_squidle,
-)
+from ssl_benthic.data.sources.point_shards import make_point_shards
 from ssl_benthic.data.sources.tables import (
     make_shards_from_csv,
     make_shards_from_folder,
@@ -58,44 +59,38 @@ def _options(args: argparse.Namespace) -> dict:
     }
 
 
-def _point_options(args: argparse.Namespace) -> dict:
-    """What both point exports take from the command line, besides `WriteOptions`."""
-    return {
-        "patch": args.patch,
-        "patch_format": args.patch_format,
-        "encoding": args.encoding,
-        "strict": args.strict,
-    }
+# what the other sources take of the format flags (the rest is refused with them)
+TABLE_FLAGS = {"csv": frozenset({"image_column", "encoding"}), "folder": frozenset({"head"})}
+
+
+def _make_points(args: argparse.Namespace, root: str, options: dict) -> dict:
+    """Shard the point export the command line names."""
+    fmt = chosen_format(args)
+    refuse_unused_flags(args, fmt)
+    flags = {dest: getattr(args, dest) for dest in format_flags()}
+    return make_point_shards(
+        fmt.name,
+        getattr(args, fmt.name),
+        root,
+        args.out,
+        patch=args.patch,
+        patch_format=args.patch_format,
+        strict=args.strict,
+        flags=flags,
+        **options,
+    )
 
 
 def _make(args: argparse.Namespace) -> dict:
     """Run the source the command line names; its manifest."""
     options = _options(args)
-    csv = args.csv or args.coralnet or args.squidle
+    fmt = chosen_format(args)
+    csv = args.csv or (getattr(args, fmt.name) if fmt else None)
     root = args.images_root or (str(Path(csv).parent) if csv else None)
-    if args.label_map and not args.coralnet:
-        raise UserError("--label-map maps CoralNet label codes; use it with --coralnet")
-    if args.coralnet or args.squidle:
-        if args.coralnet:
-            return make_shards_from_coralnet(
-                args.coralnet,
-                root,
-                args.out,
-                label_map=args.label_map,
-                image_column=args.image_column or "Name",
-                **_point_options(args),
-                **options,
-            )
-        return make_shards_from_squidle(
-            args.squidle,
-            root,
-            args.out,
-            image_column=args.image_column or "point.media.key",
-            lineage_sep=args.lineage_sep,
-            head=args.head,
-            **_point_options(args),
-            **options,
-        )
+    if fmt is not None:
+        return _make_points(args, root, options)
+    kind = "csv" if args.csv else "folder"
+    refuse_unused_flags(args, None, TABLE_FLAGS[kind], f"--{kind}")
     if args.csv:
         return make_shards_from_csv(
             args.csv,
@@ -104,7 +99,7 @@ def _make(args: argparse.Namespace) -> dict:
             image_column=args.image_column or "image",
             label_columns=parse_label_columns(args.label_columns),
             label_sep=args.label_sep,
-            encoding=args.encoding,
+            encoding=args.encoding or DEFAULT_ENCODING,
             strict=args.strict,
             **options,
         )
@@ -131,7 +126,8 @@ def _print_written(manifest: dict, out: str) -> None:
 def cli_make_shards(args: argparse.Namespace) -> int:
     """`ssl-benthic make-shards`: shard a CSV, a folder tree or a point export, report what was
     skipped, verify. Exit 0; 1 when verification fails, or with `--strict` when an image was skipped."""
-    manifest = _make(args)
+    with sigterm_raises():  # a SIGTERM stops the workers and keeps finished shards, as Ctrl-C
+        manifest = _make(args)
     _print_written(manifest, args.out)
     _print_skips(manifest["source"])
     workers = args.workers

@@ -1,4 +1,5 @@
-"""Making patch shards from point annotation exports (`make-shards --coralnet / --squidle`).
+"""Making patch shards from point annotation exports (`make-shards --coralnet / --squidle /
+--mermaid`, any format of `ssl_benthic.data.points`).
 
 One sample per point: a square patch centred on it (`patches.cut_patch`), optionally resized, as JPEG
 quality 95 or PNG; a SQUIDLE+ whole-frame label gives a sample of the whole image (as `--csv` stores
@@ -17,26 +18,16 @@ fails to decode is left out of it), which is what lets `--resume` match finished
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from itertools import islice
 from pathlib import Path
 
 from ssl_benthic.core.errors import DataError, UserError
-from ssl_benthic.data.csv_rows import DEFAULT_ENCODING
 from ssl_benthic.data.images import describe_error, encode_image
-from ssl_benthic.data.points.base import (
-    CORALNET_IMAGE_COLUMN,
-    SEP,
-    SQUIDLE_IMAGE_COLUMN,
-    Point,
-    label_counts,
-    lineage_label,
-    read_coralnet,
-    read_squidle,
-)
-from ssl_benthic.data.points.label_map import LabelMap, read_label_map
+from ssl_benthic.data.points import point_format
+from ssl_benthic.data.points.base import Labeler, Point
 from ssl_benthic.data.points.patches import (
     PATCH_FORMATS,
     cut_patch,
@@ -63,10 +54,9 @@ from ssl_benthic.data.sources.tables import (
     write_items,
 )
 
-__all__ = ["BLOCK_IMAGES", "make_shards_from_coralnet", "make_shards_from_squidle", "point_key"]
+__all__ = ["BLOCK_IMAGES", "make_point_shards", "point_key"]
 
 BLOCK_IMAGES = 32
-Labeler = Callable[[Point], dict]
 
 
 @dataclass(frozen=True)
@@ -301,101 +291,39 @@ def _spec(patch: int, patch_format: str, opts: WriteOptions) -> PatchSpec:
     return PatchSpec(patch, patch_format, opts.resize)
 
 
-# --- the two exports ------------------------------------------------------------------------
+# --- any export ----------------------------------------------------------------------------
 
 
-def _coralnet_labeler(label_map: LabelMap) -> Labeler:
-    """{head: [paths]} of a point's codes through the map, in the order of the rows."""
-
-    def labels(point: Point) -> dict:
-        out: dict[str, list[str]] = {}
-        for code in point.labels:
-            head, path = label_map.label(code)
-            if path not in out.setdefault(head, []):
-                out[head].append(path)
-        return out
-
-    return labels
-
-
-def make_shards_from_coralnet(
+def make_point_shards(
+    kind: str,
     csv_path: str | Path,
     images_root: str | Path,
     out_dir: str | Path,
     *,
-    label_map: str | Path | None = None,
     patch: int = 224,
     patch_format: str = "jpg",
-    image_column: str = CORALNET_IMAGE_COLUMN,
-    encoding: str = DEFAULT_ENCODING,
     strict: bool = False,
+    flags: dict | None = None,
     **options: object,
 ) -> dict:
-    """Shard the points of a CoralNet (or CoralNet-Toolbox) export as patches; return the manifest.
+    """Shard the points of a `kind` export (a registered format) as patches (whole-frame labels
+    as whole images); return the manifest.
 
-    `options` are `WriteOptions` (resize, seed, name, shard bounds, overwrite, split, group_by).
-    Codes missing from `label_map` are refused (with their counts) before anything is read; every
-    sample's metadata also keeps the point's codes as `label_codes`.
+    `flags` are the format's own (by dest: image_column, encoding, label_map, ...; missing ones
+    take the format's defaults); `options` are `WriteOptions` (resize, seed, name, shard bounds,
+    overwrite, split, group_by). Bad labels (codes the label map lacks, a lineage that does not
+    parse) are refused before any image is read. Every
+    sample's metadata keeps the point's codes as `label_codes` and, through a label map, the map's
+    heads it is a known negative of as `negative_heads` (`LabelMap.negative_heads`).
     """
+    fmt = point_format(kind)
     opts = WriteOptions(**options)
     spec = _spec(patch, patch_format, opts)
     csv_path, root = Path(csv_path), Path(images_root)
-    points, empty = read_coralnet(csv_path, image_column=image_column, encoding=encoding)
-    codes = read_label_map(label_map)
-    codes.check_codes(label_counts(points), csv_path)
-    for point in points:
-        point.meta["label_codes"] = list(dict.fromkeys(point.labels))
-    source = {"kind": "coralnet", "image_column": image_column, **codes.source()}
-    labeler = _coralnet_labeler(codes)
+    given = fmt.options(flags or {})
+    points, empty = fmt.read(csv_path, given)
+    labels = fmt.labels(points, csv_path, given)
+    source = {"kind": fmt.name, "image_column": given["image_column"], **labels.source}
     return _write_points(
-        points, empty, csv_path, root, out_dir, labeler, source, spec, opts, strict
-    )
-
-
-def _squidle_labeler(csv_path: Path, sep: str, head: str | None) -> Labeler:
-    """{head: [paths]} of a point's lineages (`lineage_label`); `head` puts them all under one."""
-
-    def labels(point: Point) -> dict:
-        out: dict[str, list[str]] = {}
-        for lineage in point.labels:
-            try:
-                own, path = lineage_label(lineage, sep)
-            except ValueError as exc:
-                raise DataError(f"{csv_path} row {point.line}: {exc}") from exc
-            if path not in out.setdefault(head or own, []):
-                out[head or own].append(path)
-        return out
-
-    return labels
-
-
-def make_shards_from_squidle(
-    csv_path: str | Path,
-    images_root: str | Path,
-    out_dir: str | Path,
-    *,
-    patch: int = 224,
-    patch_format: str = "jpg",
-    image_column: str = SQUIDLE_IMAGE_COLUMN,
-    lineage_sep: str = SEP,
-    head: str | None = None,
-    encoding: str = DEFAULT_ENCODING,
-    strict: bool = False,
-    **options: object,
-) -> dict:
-    """Shard the points of a SQUIDLE+ `dataframe.csv` export as patches (whole-frame labels as
-    whole images); return the manifest. `options` are `WriteOptions`."""
-    opts = WriteOptions(**options)
-    spec = _spec(patch, patch_format, opts)
-    csv_path, root = Path(csv_path), Path(images_root)
-    points, empty = read_squidle(csv_path, image_column=image_column, encoding=encoding)
-    source = {
-        "kind": "squidle",
-        "image_column": image_column,
-        "lineage_sep": lineage_sep,
-        "head": head,
-    }
-    labeler = _squidle_labeler(csv_path, lineage_sep, head)
-    return _write_points(
-        points, empty, csv_path, root, out_dir, labeler, source, spec, opts, strict
+        points, empty, csv_path, root, out_dir, labels.labeler, source, spec, opts, strict
     )

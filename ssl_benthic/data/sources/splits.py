@@ -234,6 +234,32 @@ def _warn_shared_groups(groups: list, splits: list[str], group_by: str) -> int:
     return len(shared)
 
 
+OFF_BY = 0.10  # a split further than this from its fraction is warned about
+
+
+def _check_fractions(
+    counts: Counter, fractions: Mapping[str, float], sizes: Counter, group_by: str, where: str
+) -> None:
+    """Refuse a split that got no sample; warn about one more than `OFF_BY` (10 points) off its
+    fraction, as whole groups cannot be cut (one huge group, or a handful)."""
+    total, largest = sum(counts.values()), max(sizes.values(), default=0)
+    how = f"{total} samples in {len(sizes)} {group_by or 'sample'} groups, the largest of {largest}"
+    for name in fractions:
+        if not counts[name]:
+            raise DataError(
+                f"{where}: --split puts no sample in {name!r} ({how}): use fewer or larger "
+                "splits, or a finer --group-by; nothing written"
+            )
+    for name, fraction in fractions.items():
+        share = counts[name] / total
+        if abs(share - fraction) > OFF_BY:
+            warnings.warn(
+                f"{where}: split {name!r} got {counts[name]} samples ({share:.0%}), more than "
+                f"{OFF_BY:.0%} off its fraction {fraction:.0%} ({how}; groups are never cut)",
+                stacklevel=3,
+            )
+
+
 def plan_splits(
     metas: Sequence[dict],
     rows: Sequence[int | None],
@@ -268,6 +294,7 @@ def plan_splits(
         splits = [assignment[g] for g in groups]
         names = list(fractions)
         info.update(by="fractions", fractions=fractions)
+        _check_fractions(Counter(splits), fractions, sizes, group_by, where)
     split_groups = {
         n: len({g for g, s in zip(groups, splits, strict=True) if s == n}) for n in names
     }

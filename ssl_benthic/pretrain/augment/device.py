@@ -71,7 +71,7 @@ class DeviceViews:
 
     @classmethod
     def from_transform(cls, transform: Any) -> DeviceViews:
-        """Read the device ops out of a constructed lightly multi-view transform."""
+        """Read the device ops out of a constructed lightly (multi- or single-view) transform."""
         return cls(plan_views(transform))
 
     def draw(self, n: int, gen: torch.Generator) -> list[list[Params]]:

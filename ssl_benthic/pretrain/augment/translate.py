@@ -1,10 +1,10 @@
 """A method's lightly transform, read into a worker half and a device half per view.
 
-Every view of a lightly multi-view transform is a torchvision `Compose`. Its first op must be a
-`RandomResizedCrop`: that is the worker half (decode, crop, uint8). Each later op becomes a batched
-device op with the parameters read off the constructed object (probabilities, ranges, sigmas,
-thresholds, mean and std), in the Compose's order; `ToTensor` marks the switch to float (the device
-ops run on float from the start, as every op before it is pointwise or a blur). An op that is not
+Every view of a lightly transform (multi-view, or single-view as MAE's) is a torchvision `Compose`.
+Its first op must be a `RandomResizedCrop`: that is the worker half (decode, crop, uint8). Each later
+op becomes a batched device op with the parameters read off the constructed object (probabilities,
+ranges, sigmas, thresholds, mean and std), in the Compose's order; `ToTensor` marks the switch to
+float (the device ops run on float from the start, as every op before it is pointwise or a blur). An op that is not
 translated fails, naming the view and the op, unless it never fires (probability 0).
 """
 
@@ -61,11 +61,14 @@ def _refuse(view: int, op: Any, why: str) -> ConfigError:
 
 
 def view_composes(transform: Any) -> list[Sequence[Any]]:
-    """The op list of every view of a lightly multi-view transform (one Compose per view)."""
+    """The op list of every view of a lightly transform: one Compose per view of a multi-view
+    transform (`transforms`), or the one Compose of a single-view one (`transform`, e.g. MAE's)."""
     views = getattr(transform, "transforms", None)
+    if views is None and isinstance(getattr(transform, "transform", None), _COMPOSE):
+        views = [transform.transform]
     if not isinstance(views, Sequence) or not views:
         raise ConfigError(
-            f"transform.device: accelerator needs a lightly multi-view transform, got {transform!r}"
+            f"transform.device: accelerator needs a lightly view transform, got {transform!r}"
         )
     out = []
     for i, view in enumerate(views):
@@ -165,6 +168,6 @@ def _plan_view(view: int, entries: Sequence[Any]) -> ViewPlan:
 
 
 def plan_views(transform: Any) -> list[ViewPlan]:
-    """Every view of a lightly multi-view transform as (worker crop, device ops); fails clearly on
+    """Every view of a lightly transform as (worker crop, device ops); fails clearly on
     an op that has no batched version."""
     return [_plan_view(i, entries) for i, entries in enumerate(view_composes(transform))]

@@ -27,9 +27,9 @@ from ssl_benthic.core.seeding import step_rng
 from ssl_benthic.pretrain.augment.device import BatchOnDevice, DeviceViews
 from ssl_benthic.pretrain.config import PretrainConfig, TransformConfig
 from ssl_benthic.pretrain.heads_import import init_heads_from_import
-from ssl_benthic.weights.backbones import create_backbone, feature_dim
+from ssl_benthic.weights.backbones import create_backbone, feature_dim, read_export
 
-__all__ = ["SSLMethod", "eval_transform", "view_kwargs", "backbone_kwargs"]
+__all__ = ["SSLMethod", "eval_transform", "view_kwargs", "backbone_kwargs", "built_kwargs"]
 
 
 def backbone_kwargs(cfg: PretrainConfig) -> dict[str, Any]:
@@ -40,6 +40,18 @@ def backbone_kwargs(cfg: PretrainConfig) -> dict[str, Any]:
         kwargs["img_size"] = b.img_size
     if b.patch_size is not None:
         kwargs["patch_size"] = b.patch_size
+    return kwargs
+
+
+def built_kwargs(cfg: PretrainConfig) -> dict[str, Any]:
+    """The timm keyword arguments the backbone is built with: the recipe's, and for what it leaves
+    unset an export's or import's own `model_kwargs` (as `create_backbone` merges them)."""
+    kwargs = backbone_kwargs(cfg)
+    if cfg.backbone.weights not in ("random", "imagenet"):
+        own = read_export(cfg.backbone.weights)[1].get("model_kwargs") or {}
+        for key, value in own.items():
+            if key != "num_classes":
+                kwargs.setdefault(key, value)
     return kwargs
 
 
@@ -96,6 +108,7 @@ class SSLMethod(pl.LightningModule):
         self.cfg = cfg
         self.params = self.parse_params(cfg.method.params)
         self.backbone = self.make_backbone()
+        self.model_kwargs = built_kwargs(cfg)  # what an export rebuilds the backbone with
         self.dim = feature_dim(self.backbone)
         self.build()
         self.heads_init = self._init_heads()
@@ -114,7 +127,7 @@ class SSLMethod(pl.LightningModule):
 
     @classmethod
     def build_transform(cls, t: TransformConfig) -> Callable:
-        """The lightly multi-view transform for this method (PIL image -> list of view tensors).
+        """The lightly view transform for this method (PIL image -> list of view tensors).
 
         With `transform.device: accelerator` this object is also read into worker crops and batched
         device ops (`ssl_benthic.pretrain.augment`), so each view stays a torchvision Compose of the ops that
@@ -304,7 +317,7 @@ class SSLMethod(pl.LightningModule):
         checkpoint["ssl_benthic"] = {
             "method": self.name,
             "timm_name": self.cfg.backbone.name,
-            "model_kwargs": backbone_kwargs(self.cfg),
+            "model_kwargs": dict(self.model_kwargs),
             "config": to_dict(self.cfg),
             "heads_init": list(self.heads_init),  # where the heads started (continued pretraining)
         }

@@ -46,6 +46,13 @@ def write_export(out: Path) -> Path:
     return out
 
 
+def broken_export(out: Path) -> Path:
+    """An export folder whose weights file is missing (its JSON is there): the cells fail."""
+    out.mkdir(parents=True)
+    (out / "backbone.json").write_text(json.dumps({"timm_name": "resnet10t"}))
+    return out
+
+
 def grid_yaml(tmp: Path, **extra: Any) -> Path:
     raw = {
         "base": str(REPO / "configs/finetune/linear_sample.yaml"),
@@ -55,7 +62,7 @@ def grid_yaml(tmp: Path, **extra: Any) -> Path:
         "starts": [
             {"name": "random", "weights": "random"},
             {"name": "ssl", "weights": str(write_export(tmp / "export"))},
-            {"name": "broken", "weights": str(tmp / "no_such_export")},
+            {"name": "broken", "weights": str(broken_export(tmp / "broken"))},
             {"name": "imagenet", "weights": "imagenet"},
         ],
         "modes": ["linear"],
@@ -113,12 +120,12 @@ def test_grid_end_to_end_reports_every_cell_and_resumes(
     assert "PARTIAL grid" in report
     for start, mode, loss, seed in expected:
         assert f"| {start}-{mode}-{loss}-s{seed} |" in report  # the all-cells table
-    assert "| broken-linear-mcloss-s0 | failed | ConfigError: backbone.weights: weights" in report
+    assert "| broken-linear-mcloss-s0 | failed | BackboneError: weights file not found" in report
     assert "| imagenet-linear-weighted-s0 | skipped | skipped: no weights" in report
     export_file = tmp_path / "export" / "backbone.safetensors"
     sha = hashlib.sha256(export_file.read_bytes()).hexdigest()
-    assert f"| ssl | {export_file} | {sha} | 2 |" in report  # the weights each start used
-    assert "| random | - (random init or the hub) | - | 2 |" in report
+    assert f"| ssl | {export_file} | {sha} | cls | 2 |" in report  # the weights each start used
+    assert "| random | - (random init or the hub) | - | cls | 2 |" in report
     assert "| random | linear | weighted |" in report and "| 1/1 |" in report
     for head in ("biota", "substrate"):
         for kind in ("depth_scores", "pr", "rare_recall"):

@@ -396,10 +396,27 @@ def test_label_errors_name_the_sample(shards):
         build_hierarchies([wrong_head])
 
 
-@pytest.mark.parametrize("name", ["linear_sample", "finetune_sample", "linear", "finetune"])
-def test_shipped_configs_load(name):
-    cfg = load_config(FinetuneConfig, Path("configs/finetune") / f"{name}.yaml")
-    assert cfg.mode in ("linear", "finetune")
+FINETUNE_RECIPES = sorted(
+    p for p in Path("configs/finetune").glob("*.yaml") if not p.name.startswith("compare")
+)
+
+
+@pytest.mark.parametrize("recipe", FINETUNE_RECIPES, ids=lambda p: p.name)
+def test_shipped_configs_load(recipe: Path) -> None:
+    """Each recipe's mode is the one its name says, the _sample ones read the sample's splits (and
+    only they do), and each writes to a folder named for it."""
+    name = recipe.stem
+    cfg = load_config(FinetuneConfig, recipe)
+    assert cfg.mode == name.removesuffix("_sample")
+    splits = (cfg.data.train, cfg.data.val, cfg.data.test)
+    sample = tuple(f"shards/sample/{s}" for s in ("train", "val", "test"))
+    assert (splits == sample) == name.endswith("_sample"), splits
+    assert Path(cfg.output_dir).name == name
+
+
+def test_the_finetune_recipes_are_all_there() -> None:
+    names = {p.stem for p in FINETUNE_RECIPES}
+    assert {"linear", "linear_sample", "finetune", "finetune_sample"} <= names
 
 
 def test_frozen_backbone_stays_in_eval_mode_when_training():

@@ -19,6 +19,7 @@ from hml_finetune.compare.report import Cell, write_report
 from hml_finetune.finetune.config import FinetuneConfig
 from hml_finetune.finetune.data import TrainData
 from hml_finetune.finetune.evaluate import evaluate_shards
+from hml_finetune.finetune.features import extract_features
 from hml_finetune.finetune.inference import load_finetuned
 from hml_finetune.finetune.labels import (
     IGNORE_INDEX,
@@ -31,7 +32,7 @@ from hml_finetune.finetune.labels import (
     single_classes,
 )
 from hml_finetune.finetune.lightning_module import HMLModule, build_losses, single_label_loss
-from hml_finetune.finetune.model import extract_features, image_transform
+from hml_finetune.finetune.model import image_transform
 from hml_finetune.finetune.train import run_finetune
 from ssl_benthic.core.config import ConfigError
 from ssl_benthic.core.errors import LabelError

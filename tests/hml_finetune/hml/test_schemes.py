@@ -96,6 +96,23 @@ def test_scheme_files_parse_and_label_nodes(tmp_path):
         load_scheme("taxon", "catami")
 
 
+def test_a_scheme_file_covering_several_heads_gives_each_head_its_own_paths(tmp_path):
+    """#22.6: as the CATAMI file covers four heads (and SQUIDLE+'s extended CATAMI export more)."""
+    both = tmp_path / "both.csv"
+    stressor = ["[STRESSOR] > Abiotic > Physical damage", "[STRESSOR] > Biotic > Disease"]
+    both.write_text("path\n" + "\n".join([*CONDITION, *stressor]) + "\n")
+    condition = load_scheme("condition", str(both))
+    assert condition.nodes == load_scheme("condition", str(scheme_files(tmp_path)[0])).nodes
+    assert "[STRESSOR] > Biotic" in load_scheme("stressor", str(both)).nodes
+    assert "[STRESSOR] > Biotic" not in condition.nodes
+    with pytest.raises(
+        ConfigError,
+        match=r"both\.csv: no path of head 'relief' \(root \[RELIEF\]\); the file's roots: "
+        r"\[CONDITION\], \[STRESSOR\]",
+    ):
+        load_scheme("relief", str(both))
+
+
 def test_targets_and_masks_follow_the_scheme(tmp_path):
     condition_file, _ = scheme_files(tmp_path)
     schemes = {"condition": load_scheme("condition", str(condition_file))}
@@ -187,7 +204,9 @@ def test_summary_counts_any_scheme_and_unlabelled_images(survey, tmp_path):
     assert s["samples"] == s["labelled"] == 40
     taxon = s["heads"]["taxon"]
     assert (taxon["annotated"], taxon["unannotated"]) == (26, 14)
-    assert taxon["depth"] == {1: 26}  # summary reads ' > ' paths: a '/' lineage is one level
+    assert taxon["depth"] == {2: 13, 3: 13}  # the '/' lineage's own levels (#22.6)
+    told = summarize(survey, label_sep=" > ")["splits"]["train"]["heads"]["taxon"]
+    assert told["depth"] == {1: 26}  # --label-sep wins
     assert taxon["invalid"] is None  # only CATAMI heads are checked against a scheme here
     assert s["heads"]["condition"]["depth"] == {2: 24, 3: 16}
     rng = np.random.default_rng(1)

@@ -62,3 +62,34 @@ def test_apply_thresholds_per_node():
     assert preds[:, 0].tolist() == [True, True, False, False]
     assert preds[:, 1].tolist() == [True, True, False, False]
     assert preds[:, 2].tolist() == [False, False, True, False]
+
+
+def test_tune_rule_dispatches_and_makes_per_node_thresholds_monotone():
+    """The one dispatcher: a number is used as is; 'per-node' tunes, then lifts a child's threshold
+    to its non-root parent's: b (separable between 0.05 and 0.11) alone would take a lower
+    threshold than its parent A (separable between 0.3 and 0.7)."""
+    from hml_finetune.hml.hierarchy import Hierarchy
+    from hml_finetune.hml.thresholds import tune_rule
+
+    h = Hierarchy.from_paths(["R > A > b", "R > C"])
+    a = [0.9, 0.8, 0.7, 0.3, 0.2, 0.1] * 2  # 6 positives per node: each gets its own threshold
+    by_node = {
+        "R": a,
+        "R > A": a,
+        "R > C": a,
+        "R > A > b": [0.15, 0.12, 0.11, 0.05, 0.02, 0.01] * 2,
+    }
+    probs = columns(*[by_node[n] for n in h.nodes])
+    targets = columns(*[[1, 1, 1, 0, 0, 0] * 2] * len(h.nodes))
+    mask = torch.ones_like(targets)
+    A, b = h.index["R > A"], h.index["R > A > b"]
+    raw = tune_per_node_thresholds(probs, targets, mask)
+    assert raw[b] < raw[A]  # the incoherent pair the rule must repair
+    t = tune_rule("per-node", probs, targets, mask, h)
+    assert t[b] == t[A] == raw[A]
+    others = [i for i in range(len(h.nodes)) if i != b]
+    assert torch.equal(t[others], raw[others])
+    assert tune_rule(0.3, probs, targets, mask, h) == 0.3
+    assert tune_rule("global", probs, targets, mask, h) == tune_global_threshold(
+        probs, targets, mask
+    )

@@ -12,8 +12,9 @@ import torch
 from fixtures.finetune import make_cfg
 
 from hml_finetune.cli import main
+from hml_finetune.finetune.features import extract_features
 from hml_finetune.finetune.inference import load_finetuned
-from hml_finetune.finetune.model import extract_features, image_transform
+from hml_finetune.finetune.model import image_transform
 from hml_finetune.finetune.train import run_finetune
 from hml_finetune.hml.hierarchy import Hierarchy
 from hml_finetune.hml.label_rules import expected_hops_labels, min_probability_labels
@@ -259,3 +260,37 @@ def test_default_label_rule_is_expected_hops_and_min_probability_is_applied(trai
                     want = min_probability_labels(p, h, 0.3)
                 assert pred["label_rule"] == rule and pred["label"] == h.nodes[int(want[0])]
                 assert pred["depth"] == h.depth[pred["label"]]
+
+
+def test_an_undecodable_shard_sample_is_an_error_row(trained, tmp_path):
+    """#22.12: the reader used to skip it, so the output had no row for it."""
+    from ssl_benthic.data.shards.format import ShardSample
+    from ssl_benthic.data.shards.writer import write_shards
+
+    shards, ckpt = trained
+    samples = [
+        ShardSample(key, buf, "png", {k: v for k, v in meta.items() if not k.startswith("__")})
+        for key, buf, meta in _raw_samples(shards / "test", 3)
+    ]
+    samples[1] = ShardSample("broken", b"\xff\xd8\xff\xe0 truncated", "jpg", {"image": "b.jpg"})
+    write_shards(samples, tmp_path / "bad", name="bad")
+    out = tmp_path / "e.jsonl"
+    assert _predict_jsonl(ckpt, tmp_path / "bad", out) == 1
+    records = _jsonl(out)
+    assert [r["key"] for r in records] == [s.key for s in samples]
+    assert records[1]["heads"] == {} and records[1]["image"] == "b.jpg" and records[1]["error"]
+    assert all(r["heads"] and "error" not in r for r in (records[0], records[2]))
+
+
+def _raw_samples(shards: Path, n: int) -> list[tuple[str, bytes, dict]]:
+    """The first n samples of a shard folder as (key, PNG bytes, metadata)."""
+    import io
+
+    out = []
+    for key, image, meta in iter_samples(shards):
+        buf = io.BytesIO()
+        image.save(buf, "PNG")
+        out.append((key, buf.getvalue(), meta))
+        if len(out) == n:
+            break
+    return out

@@ -143,6 +143,53 @@ def test_coralnet_without_a_map_files_codes_under_label(tmp_path: Path) -> None:
     assert load_manifest(out)["source"]["label_map"] is None
 
 
+def test_points_of_one_head_are_known_negatives_of_the_others(tmp_path: Path) -> None:
+    """One label per point: a biota point is a negative of substrate and the reverse; a point with
+    codes of both heads (line 2 and 5) is a negative of neither."""
+    csv_path, out = _case(tmp_path), tmp_path / "out"
+    argv = ["--coralnet", str(csv_path), "--label-map", str(tmp_path / "map.csv")]
+    assert _shard([*argv, "--out", str(out), "--patch", "4"]) == 0
+    negatives = {k: m.get("negative_heads") for k, (_, m) in _read(out).items()}
+    assert negatives == {
+        "00000000_a_r0_c0": ["substrate"],  # POR
+        "00000001_a_r0_c14": ["biota"],  # SAND
+        "00000002_a_r10_c15": ["substrate"],  # POR and ALG: both biota
+        "00000003_a_r19_c29": ["biota"],
+        "00000004_b_r8_c0": ["substrate"],
+        "00000005_b_r15_c7": ["substrate"],
+    }
+
+
+def test_an_overlap_column_leaves_the_overlapping_heads_unknown(tmp_path: Path) -> None:
+    csv_path, out = _case(tmp_path), tmp_path / "out"
+    (tmp_path / "map.csv").write_text(
+        f"code,path,head,overlap\nPOR,{CORALS},,substrate\nALG,{ALGAE},,\nSAND,Sand,substrate,*\n",
+        encoding="utf-8",
+    )
+    argv = ["--coralnet", str(csv_path), "--label-map", str(tmp_path / "map.csv")]
+    assert _shard([*argv, "--out", str(out), "--patch", "4"]) == 0
+    negatives = {k: m.get("negative_heads") for k, (_, m) in _read(out).items()}
+    assert negatives["00000000_a_r0_c0"] is None  # POR overlaps substrate
+    assert negatives["00000001_a_r0_c14"] is None  # SAND overlaps every head
+    assert negatives["00000004_b_r8_c0"] == ["substrate"]  # ALG overlaps nothing
+    assert negatives["00000002_a_r10_c15"] is None  # POR and ALG: POR's overlap counts
+
+
+def test_an_overlap_naming_an_unknown_head_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    csv_path = _case(tmp_path)
+    (tmp_path / "map.csv").write_text(
+        f"code,path,overlap\nPOR,{CORALS},substrat\nSAND,[SUBSTRATE] > Sand,\n", encoding="utf-8"
+    )
+    argv = ["--coralnet", str(csv_path), "--label-map", str(tmp_path / "map.csv")]
+    assert _shard([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "code 'POR': overlap names head(s) ['substrat']" in err and "heads: biota, substrate" in err
+    )
+
+
 TOOLBOX_HEADER = (
     "Name,Path,Row,Column,Patch Size,Annotation Type,Label,Long Label,Verified,"
     + ",".join(f"Machine confidence {i}" for i in range(1, 6))
@@ -180,10 +227,10 @@ def test_coralnet_toolbox_export_keeps_its_extra_columns(tmp_path: Path) -> None
 
 def test_a_point_outside_its_image_names_the_row(tmp_path: Path) -> None:
     csv_path = _case(tmp_path, "Name,Row,Column,Label\na.png,3,3,POR\na.png,20,5,POR\n")
-    from ssl_benthic.data.sources.point_shards import make_shards_from_coralnet
+    from ssl_benthic.data.sources.point_shards import make_point_shards
 
     with pytest.raises(DataError) as exc:
-        make_shards_from_coralnet(csv_path, tmp_path, tmp_path / "out")
+        make_point_shards("coralnet", csv_path, tmp_path, tmp_path / "out")
     assert str(exc.value) == (
         f"{csv_path} row 3: point (Row 20, Column 5) is outside a.png "
         "(30 x 20 px: Row 0..19, Column 0..29)"
@@ -280,3 +327,205 @@ def test_points_are_placed_in_the_upright_image(tmp_path: Path) -> None:
     assert _shard([*argv, "--patch-format", "png"]) == 0
     ((pixels, meta),) = _read(out).values()
     assert np.array_equal(pixels, _by_hand(np.rot90(A, -1), 29, 0, 5))
+
+
+# --- MERMAID ----------------------------------------------------------------------------------
+
+MERMAID_HEADER = (
+    "id,image_id,point_id,row,col,benthic_attribute_id,benthic_attribute_name,growth_form_id,"
+    "growth_form_name,updated_on"
+)
+MERMAID = (  # images named by id (a -> a.png); rows ordered by row, col as MERMAID writes them
+    f"{MERMAID_HEADER}\n"
+    "u1,a,p1,0,0,b1,Hard coral,g1,Branching,2025-01-01\n"  # 2: corner, attribute + growth form
+    "u2,a,p2,10,15,b2,Macroalgae,,,2025-01-01\n"  # 3: no growth form: the attribute alone
+    "u3,a,p2,10,15,b3,Sand,,,2025-01-01\n"  # 4: the point of line 3 again
+    "u4,b,p3,15,7,b3,Sand,,,2025-01-02\n"  # 5: bottom border of b.png
+)
+MERMAID_MAP = (
+    f"code,path,head\nHard coral / Branching,{CORALS},\nMacroalgae,{ALGAE},\nSand,Sand,substrate\n"
+)
+
+
+def test_mermaid_points_become_patches_labelled_through_the_map(tmp_path: Path) -> None:
+    csv_path, out = _case(tmp_path, MERMAID, "annotations.csv"), tmp_path / "out"
+    (tmp_path / "mmap.csv").write_text(MERMAID_MAP, encoding="utf-8")
+    argv = ["--mermaid", str(csv_path), "--label-map", str(tmp_path / "mmap.csv")]
+    assert _shard([*argv, "--out", str(out), "--patch", "5", "--patch-format", "png"]) == 0
+    read = _read(out)
+    assert sorted(read) == ["00000000_a_r0_c0", "00000001_a_r10_c15", "00000002_b_r15_c7"]
+    for pixels, meta in read.values():
+        source = A if meta["image"] == "a.png" else B
+        assert np.array_equal(pixels, _by_hand(source, meta["row"], meta["column"], 5))
+    corner = read["00000000_a_r0_c0"][1]
+    assert corner["labels"] == {"biota": [CORALS]}
+    assert corner["label_codes"] == ["Hard coral / Branching"]
+    assert corner["point_id"] == "p1" and corner["growth_form_id"] == "g1"
+    assert not {"image_id", "row_", "benthic_attribute_name", "growth_form_name"} & set(corner)
+    mid = read["00000001_a_r10_c15"][1]
+    assert mid["labels"] == {"biota": [ALGAE], "substrate": ["Sand"]}
+    source = load_manifest(out)["source"]
+    assert source["kind"] == "mermaid" and source["image_column"] == "image_id"
+    assert source["label_map"]["Hard coral / Branching"] == {"head": "biota", "path": CORALS}
+
+
+def test_mermaid_per_image_file_and_its_own_growth_form_separator(tmp_path: Path) -> None:
+    """A per-image CSV without an image column names its image by its file name; an unmapped
+    code (the growth form joined by --growth-form-sep) is refused up front."""
+    text = "row,col,benthic_attribute_name,growth_form_name\n4,6,Hard coral,Branching\n"
+    csv_path, out = _case(tmp_path, text, "a_annotations.csv"), tmp_path / "out"
+    (tmp_path / "m.csv").write_text(f"code,path\nHard coral:Branching,{CORALS}\n", "utf-8")
+    argv = ["--mermaid", str(csv_path), "--label-map", str(tmp_path / "m.csv"), "--patch", "3"]
+    assert _shard([*argv, "--out", str(out), "--patch-format", "png"]) == 2  # ' / ' not mapped
+    assert not out.exists()
+    assert (
+        _shard([*argv, "--out", str(out), "--patch-format", "png", "--growth-form-sep", ":"]) == 0
+    )
+    ((pixels, meta),) = _read(out).values()
+    assert meta["image"] == "a.png" and meta["labels"] == {"biota": [CORALS]}
+    assert np.array_equal(pixels, _by_hand(A, 4, 6, 3))
+
+
+# --- the registry -----------------------------------------------------------------------------
+
+
+def test_every_module_with_a_format_is_registered_and_one_file_adds_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A format file dropped beside the others gets its `--NAME` in make-shards and predict."""
+    import ssl_benthic.data.points as points
+    from hml_finetune.cli import build_parser as hml_parser
+    from ssl_benthic.cli import build_parser
+
+    assert sorted(points.point_formats()) == ["coralnet", "mermaid", "squidle"]
+    (tmp_path / "dummyfmt.py").write_text(
+        "from ssl_benthic.data.points.base import ENCODING, PointFormat\n"
+        "FORMAT = PointFormat('dummyfmt', 'Dummy', 'a dummy export', 'file', (ENCODING,),"
+        " read=None, labels=None)\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setattr(points, "__path__", [*points.__path__, str(tmp_path)])
+    points.point_formats.cache_clear()
+    try:
+        assert "dummyfmt" in points.point_formats()
+        for parser, command in ((build_parser(), "make-shards"), (hml_parser(), "predict")):
+            sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+            assert "--dummyfmt" in sub._option_string_actions
+    finally:
+        points.point_formats.cache_clear()
+
+
+def test_both_commands_take_the_same_reading_flags_for_each_format() -> None:
+    """#22.8: every flag a format reads its export with is an option of make-shards and predict."""
+    from hml_finetune.cli import build_parser as hml_parser
+    from ssl_benthic.cli import build_parser
+    from ssl_benthic.data.points import point_formats
+
+    subs = []
+    for parser, command in ((build_parser(), "make-shards"), (hml_parser(), "predict")):
+        subs.append(next(a for a in parser._actions if a.dest == "command").choices[command])
+    for fmt in point_formats().values():
+        for flag in fmt.flags:
+            for sub in subs if flag.reads else subs[:1]:
+                assert set(flag.names) <= set(sub._option_string_actions), (fmt.name, flag)
+    predict = hml_parser().parse_args(
+        ["predict", "--checkpoint", "c", "--coralnet", "x.csv", "--out", "o"]
+        + ["--encoding", "latin-1", "--image-column", "Image"]
+    )
+    assert (predict.encoding, predict.image_column) == ("latin-1", "Image")
+
+
+# --- #22: labels that do not parse, flags that would be ignored --------------------------------
+
+
+def test_a_label_map_with_another_separator_is_refused_listing_its_codes(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """#22.3: `[SUBSTRATE]>Substrate>Sand` under ' > ' used to become a flat class of `label`."""
+    csv_path = _case(tmp_path)
+    glued = "code,path\nPOR,[BIOTA]>Biota>Cnidaria>Corals\nALG,[BIOTA] > Biota > Macroalgae\n"
+    glued += "SAND,[SUBSTRATE]>Substrate>Sand\n"
+    (tmp_path / "map.csv").write_text(glued, encoding="utf-8")
+    argv = ["--coralnet", str(csv_path), "--label-map", str(tmp_path / "map.csv")]
+    assert _shard([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "2 label paths do not parse with the separator ' > '" in err
+    assert "'POR' (row 2: '[BIOTA]>Biota>Cnidaria>Corals')" in err and "'SAND' (row 4" in err
+    assert not (tmp_path / "out").exists()
+    assert _shard([*argv, "--path-sep", ">", "--out", str(tmp_path / "out"), "--patch", "4"]) == 0
+    labels = {k: m["labels"] for k, (_, m) in _read(tmp_path / "out").items()}
+    assert labels["00000002_a_r10_c15"] == {"biota": [CORALS, ALGAE]}
+    assert labels["00000003_a_r19_c29"] == {"substrate": ["[SUBSTRATE] > Substrate > Sand"]}
+
+
+@pytest.mark.parametrize(
+    ("lineage", "why"),
+    [
+        ("Biota > Sponges >", "has an empty level"),  # a trailing separator
+        ("Biota >  > Sponges", "has an empty level"),
+        ("Biota>Sponges", "is not written with the separator ' > '"),
+        ("Biota/Sponges", "starts with 'Biota/Sponges', not a plain name"),
+    ],
+)
+def test_a_squidle_lineage_that_does_not_parse_names_its_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture, lineage: str, why: str
+) -> None:
+    """#22.4: these made bogus paths or heads (`biota_sponges`) silently."""
+    text = SQUIDLE + f"5,X,{lineage},,0.5,0.5,b.png,31\n"
+    csv_path = _case(tmp_path, text, "dataframe.csv")
+    assert _shard(["--squidle", str(csv_path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {csv_path} row 6: label path {lineage!r}" in err or (
+        f"error: {csv_path} row 6: label lineage {lineage!r}" in err
+    )
+    assert why in err and not (tmp_path / "out").exists()
+
+
+def test_a_flag_the_format_does_not_use_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """#22.10: `--head` with `--coralnet` was ignored silently (its heads come from the map)."""
+    csv_path = _case(tmp_path)
+    assert _shard(["--coralnet", str(csv_path), "--head", "x", "--out", str(tmp_path / "o")]) == 2
+    assert "--head is not used by --coralnet (it is for --squidle)" in capsys.readouterr().err
+    argv = ["--csv", str(csv_path), "--label-map", str(tmp_path / "map.csv")]
+    assert _shard([*argv, "--out", str(tmp_path / "o")]) == 2
+    assert "--label-map is not used by --csv" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_coralnet_write_back_places_rows_by_the_readers_rule(tmp_path: Path) -> None:
+    """#22.1/#22.2 by hand: the write-back finds each row's point as the reader placed it (10.6
+    -> 11, half up; a CoralNet-Toolbox 'Image' column), fills k suggestions, gives failed points
+    and rows without an image their reason, and keeps every row and column."""
+    import io as _io
+
+    from ssl_benthic.data.points import point_format
+
+    text = "Image,Row,Column,Label,Note\na.png,10.6,4.5,POR,x\na.png,11,5,ALG,y\n"
+    text += "b.png,2,2,POR,z\n,1,1,POR,w\n"
+    export = tmp_path / "toolbox.csv"
+    export.write_text(text, encoding="utf-8")
+    fmt = point_format("coralnet")
+    options = fmt.options({"image_column": "Image"})
+    points, skipped = fmt.read(export, options)
+    assert [(p.image, p.row, p.column, p.labels) for p in points] == [
+        ("a.png", 11, 5, ["POR", "ALG"]),  # 10.6 -> 11 and 4.5 -> 5: one point with line 3
+        ("b.png", 2, 2, ["POR"]),
+    ]
+    assert skipped == [(5, "empty image cell")]
+    out = _io.StringIO()
+    suggestions = {("a.png", 11, 5): [("POR", 0.704), ("ALG", 0.2), ("SAND", 0.05)]}
+    failures = {("b.png", 2, 2): "cannot read image"}
+    fmt.write_back(export, out, suggestions, failures, options, k=2, rule="threshold")
+    lines = out.getvalue().splitlines()
+    assert lines[0] == (
+        "Image,Row,Column,Label,Note,Machine suggestion 1,Machine confidence 1,"
+        "Machine suggestion 2,Machine confidence 2,Machine label rule,Machine error"
+    )
+    assert lines[1:] == [
+        "a.png,10.6,4.5,POR,x,POR,70,ALG,20,threshold,",
+        "a.png,11,5,ALG,y,POR,70,ALG,20,threshold,",
+        "b.png,2,2,POR,z,,,,,threshold,cannot read image",
+        ",1,1,POR,w,,,,,threshold,empty image cell",
+    ]

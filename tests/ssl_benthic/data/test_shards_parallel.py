@@ -377,3 +377,52 @@ def test_resume_leaves_a_running_build_alone_and_keeps_the_out_rules(
     assert main([*_csv_argv(csv_path, out), "--resume", "--overwrite"]) == 0
     assert "--resume: reusing 1 finished shards" in capsys.readouterr().out
     assert _digests(out) == before and not _partials(tmp_path, "out")
+
+
+TERMINATOR = """
+import glob, os, signal, sys, time
+from pathlib import Path
+from ssl_benthic.cli import main
+from ssl_benthic.data.sources import tables as sources
+encode, flag, calls = sources._encode_file, Path(os.environ["TERM_FLAG"]), [0]
+def finished():  # shards recorded in the build's progress file (after its header line)
+    files = glob.glob(os.environ["TERM_PROGRESS"])
+    return len(Path(files[0]).read_text().splitlines()) - 1 if files else 0
+def terminating(resize, path):
+    calls[0] += 1  # per worker: the 11th is in the worker's second chunk of 8
+    if calls[0] > 10 and not flag.exists():
+        flag.touch()  # one SIGTERM, from a worker, to the make-shards process
+        start = time.monotonic()
+        while finished() < 2 and time.monotonic() - start < 60:
+            time.sleep(0.05)
+        os.kill(os.getppid(), signal.SIGTERM)
+        time.sleep(5)  # still busy when the pool is terminated
+    return encode(resize, path)
+sources._encode_file = terminating
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_with_two_workers_prints_one_line_and_exits_143(tmp_path: Path) -> None:
+    """#22.12: a SIGTERM used to kill make-shards unseen while its workers printed tracebacks."""
+    csv_path = _csv_case(tmp_path)
+    assert main(_csv_argv(csv_path, tmp_path / "clean")) == 0
+    (tmp_path / "terminator.py").write_text(TERMINATOR, encoding="utf-8")
+    progress = str(tmp_path / ".out.partial-*" / PROGRESS)
+    env = {**os.environ, "TERM_FLAG": str(tmp_path / "sent"), "TERM_PROGRESS": progress}
+    argv = [*_csv_argv(csv_path, tmp_path / "out"), "--workers", "2"]
+    done = subprocess.run(
+        [sys.executable, str(tmp_path / "terminator.py"), *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 143
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("interrupted by SIGTERM: ") and "finished shards" in lines[0]
+    assert "--resume reuses them" in lines[0] and "Traceback" not in done.stdout
+    assert not (tmp_path / "out").exists() and _partials(tmp_path, "out")
+    assert main([*argv, "--resume"]) == 0
+    assert _digests(tmp_path / "out") == _digests(tmp_path / "clean")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -227,3 +229,46 @@ def test_folder_tree_split_records_the_image_of_every_sample(tmp_path: Path) -> 
         "sand/1.png",
     ]
     assert len(images["train"]) == len(images["val"]) == 2
+
+
+# --- fractions that whole groups cannot meet (#22.10) -----------------------------------------
+
+
+def _metas(groups: list[str]) -> list[dict]:
+    return [{"site": g, "labels": {"biota": [SPONGES]}} for g in groups]
+
+
+def test_a_split_far_off_its_fraction_is_warned():
+    """One site of 8 samples and two of 1: train gets 80%, val and test 10% each."""
+    from ssl_benthic.data.sources.splits import plan_splits
+
+    metas = _metas(["big"] * 8 + ["a", "b"])
+    with pytest.warns(UserWarning) as caught:
+        plan = plan_splits(
+            metas,
+            [None] * 10,
+            parse_split("train=0.4,val=0.3,test=0.3"),
+            group_by="site",
+            where="list.csv",
+        )
+    messages = [str(w.message) for w in caught]
+    assert Counter(plan.splits) == {"train": 8, "val": 1, "test": 1}
+    assert any(
+        "split 'train' got 8 samples (80%), more than 10% off its fraction 40% (10 samples in 3 "
+        "site groups, the largest of 8; groups are never cut)" in m
+        for m in messages
+    )
+    assert sum("off its fraction" in m for m in messages) == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # within 10 points: quiet
+        plan_splits(metas, [None] * 10, parse_split("train=0.8,val=0.1,test=0.1"), group_by="site")
+
+
+def test_an_empty_split_is_refused_and_nothing_written(tmp_path: Path, capsys) -> None:
+    csv_path = _csv(tmp_path, [{"site": s} for s in ["s1"] * 3 + ["s2"] * 3])
+    out = tmp_path / "out"
+    argv = ["make-shards", "--csv", str(csv_path), "--out", str(out), "--group-by", "site"]
+    assert main([*argv, "--split", "train=0.6,val=0.2,test=0.2"]) == 2
+    err = capsys.readouterr().err
+    assert "--split puts no sample in 'test' (6 samples in 2 site groups, the largest of 3)" in err
+    assert not out.exists()

@@ -33,11 +33,12 @@ from ssl_benthic.pretrain.augment import (
     ops,
     plan_views,
 )
+from ssl_benthic.pretrain.augment.translate import view_composes
 from ssl_benthic.pretrain.config import TransformConfig
-from ssl_benthic.pretrain.methods import get_method
+from ssl_benthic.pretrain.methods import get_method, method_names
 from ssl_benthic.pretrain.run import pretrain
 
-METHODS = ["byol", "mocov2", "mocov3", "dino", "barlowtwins", "simclr", "simsiam"]
+METHODS = method_names()  # every registered method
 N = 20_000  # parameter draws per view
 Z = 4.5  # binomial tolerance in standard errors: a false alarm about once in 150,000 checks
 
@@ -56,10 +57,10 @@ def _assert_rate(mask: torch.Tensor, p: float, what: str) -> None:
     assert abs(rate - p) <= _tolerance(p, mask.numel()), f"{what}: rate {rate:.4f}, lightly p={p}"
 
 
-def _lightly_probabilities(compose: v2.Compose) -> dict[str, float]:
-    """What the CPU path fires with, read straight off the lightly view's Compose (0: op absent)."""
+def _lightly_probabilities(entries: list) -> dict[str, float]:
+    """What the CPU path fires with, read straight off the lightly view's ops (0: op absent)."""
     found = dict.fromkeys(["hflip", "vflip", "jitter", "gray", "blur", "solarize", "rotate"], 0.0)
-    for op in compose.transforms:
+    for op in entries:
         if isinstance(op, v2.RandomHorizontalFlip):
             found["hflip"] = op.p
         elif isinstance(op, v2.RandomVerticalFlip):
@@ -110,9 +111,11 @@ def test_drawn_rates_match_the_lightly_probabilities(name: str) -> None:
     """Per view, every op fires at the rate the lightly object says (absent ops never fire)."""
     transform = _transform(name, vf_prob=0.3, rr_prob=0.25)  # flips and rotations switched on too
     device = DeviceViews.from_transform(transform)
-    for i, lightly_view in enumerate(transform.transforms):
+    entries = view_composes(transform)
+    assert len(device.views) == len(entries) == len(transform(Image.new("RGB", (240, 240))))
+    for i, lightly_view in enumerate(entries):
         masks = _drawn_masks(device, i)
-        for kind, p in _lightly_probabilities(lightly_view.transform).items():
+        for kind, p in _lightly_probabilities(lightly_view).items():
             if p == 0:
                 assert kind not in masks, f"view {i}: {kind} is off in lightly but drawn"
             else:
@@ -194,7 +197,7 @@ def test_draws_follow_seed_step_and_rank() -> None:
         assert not torch.equal(a[0], c[0])
 
 
-@pytest.mark.parametrize("name", ["byol", "dino"])
+@pytest.mark.parametrize("name", ["byol", "dino", "mae"])
 def test_views_are_distributed_as_the_cpu_paths(name: str) -> None:
     """End to end on one image, 1,000 views per path: the per-view mean and contrast (std) of the
     accelerator path's views follow the CPU path's distribution (two-sample KS test, seeded)."""
@@ -412,7 +415,9 @@ def _differing(a: dict, b: dict) -> list[str]:
     return [k for k in a if not torch.equal(a[k], b[k])]
 
 
-@pytest.mark.parametrize(("name", "k"), [("byol", 1), ("byol", 2), ("mocov2", 1), ("dino", 1)])
+@pytest.mark.parametrize(
+    ("name", "k"), [("byol", 1), ("byol", 2), ("mocov2", 1), ("dino", 1), ("mae", 1)]
+)
 def test_accelerator_mode_resumes_exactly(name: str, k: int, shards: Path, tmp_path: Path) -> None:
     """2 epochs of 2 steps; crash after step k, resume 'last': bit-identical weights (and queue)."""
     full = FinalState()

@@ -22,8 +22,8 @@ from ssl_benthic.pretrain.config import PretrainConfig
 from ssl_benthic.pretrain.methods import get_method, method_names
 from ssl_benthic.pretrain.run import load_recipe, pretrain
 
-METHODS = ["byol", "mocov2", "mocov3", "dino", "barlowtwins", "simclr", "simsiam"]
-TEACHER_FREE = {"barlowtwins", "simclr", "simsiam"}
+METHODS = method_names()  # every registered method; each needs its TINY_PARAMS entry
+TEACHER_FREE = {"barlowtwins", "simclr", "simsiam", "mae"}
 REPO = Path(__file__).resolve().parents[3]
 
 
@@ -38,7 +38,11 @@ def _losses(run: Path) -> list[float]:
 
 
 def test_registry_lists_the_methods() -> None:
-    assert set(METHODS) <= set(method_names())
+    assert {"byol", "mocov2", "mocov3", "dino", "barlowtwins", "simclr", "simsiam", "mae"} <= set(
+        METHODS
+    )
+    missing = sorted(set(METHODS) - set(TINY_PARAMS))
+    assert not missing, f"registered methods without tiny test parameters: {missing}"
     with pytest.raises(ValueError, match=r"unknown method 'byl'.*did you mean 'byol'"):
         get_method("byl")
 
@@ -66,7 +70,8 @@ def test_dino_with_a_vit_and_local_crops(shards: Path, tmp_path: Path) -> None:
         trainer={"max_epochs": 1},
     )
     pretrain(cfg)
-    assert all(math.isfinite(x) for x in _losses(tmp_path / "run"))
+    losses = _losses(tmp_path / "run")
+    assert len(losses) == 2 and all(math.isfinite(x) for x in losses), losses  # 8 samples / 4
 
 
 def _fixed_views(name: str, n: int = 8) -> list[torch.Tensor]:
@@ -184,10 +189,21 @@ def test_overrides_reach_the_recipe(tmp_path: Path) -> None:
     "recipe", sorted((REPO / "configs" / "pretrain").glob("*.yaml")), ids=lambda p: p.name
 )
 def test_recipe_loads_and_makes_its_views(recipe: Path) -> None:
-    cfg = load_config(PretrainConfig, recipe)  # validates method, params and backbone names
+    """A recipe trains the method its file is named for, a _sample recipe reads the sample's shards
+    (its kNN monitor too) and only it does, and every view has the recipe's sizes."""
+    cfg = load_recipe(recipe)  # validates method, params and backbone names; the method's checks
+    method, _, kind = recipe.stem.partition("_")
+    assert cfg.method.name == method and kind in ("", "sample", "continue")
+    shards = [cfg.data.shards]
+    if cfg.monitor.knn is not None:
+        shards += [cfg.monitor.knn.shards, cfg.monitor.knn.bank_shards]
+    on_sample = [s.startswith("shards/sample/") for s in shards]
+    assert on_sample == [kind == "sample"] * len(shards), shards
     views = get_method(cfg.method.name).build_transform(cfg.transform)(Image.new("RGB", (80, 80)))
-    size = cfg.transform.input_size
-    assert len(views) >= 2 and all(v.shape == (3, size, size) for v in views[:2])
+    size, local = cfg.transform.input_size, cfg.transform.local_crop_size
+    count = {"dino": 2 + cfg.transform.n_local_views, "mae": 1}.get(cfg.method.name, 2)
+    shapes = [(3, size, size)] * min(count, 2) + [(3, local, local)] * (count - 2)
+    assert [tuple(v.shape) for v in views] == shapes
 
 
 def test_barlowtwins_projector_takes_a_solo_learn_projector() -> None:

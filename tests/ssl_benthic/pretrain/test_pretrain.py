@@ -1,4 +1,5 @@
-"""Training engine: exact resume (BYOL, MoCo v2 with its queue, teacher-free methods), DDP on 2 CPUs."""
+"""Training engine: exact resume (BYOL, MoCo v2 with its queue, teacher-free methods, MAE's masks),
+DDP on 2 CPUs."""
 
 from __future__ import annotations
 
@@ -44,7 +45,15 @@ def _differing(a: dict, b: dict) -> list[str]:
 
 @pytest.mark.parametrize(
     ("name", "k"),
-    [("byol", 1), ("byol", 2), ("mocov2", 1), ("barlowtwins", 1), ("simclr", 1), ("simsiam", 2)],
+    [
+        ("byol", 1),
+        ("byol", 2),
+        ("mocov2", 1),
+        ("barlowtwins", 1),
+        ("simclr", 1),
+        ("simsiam", 2),
+        ("mae", 1),
+    ],
 )
 def test_resume_equals_an_uninterrupted_run(
     name: str, k: int, shards: Path, tmp_path: Path

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from fixtures.foundation import TINY_VIT_KWARGS, dinov2_release, seeded
 from safetensors.torch import load_file, save_file
 from timm.layers import resample_abs_pos_embed
 from torch import Tensor, nn
@@ -29,17 +30,7 @@ from ssl_benthic.weights.presets_foundation import CLIP_MEAN, CLIP_STD
 from ssl_benthic.weights.vit_features import apply_pool, backbone_img_size
 
 ATOL = 1e-5
-TINY = {"embed_dim": 64, "depth": 2, "num_heads": 1}
-
-
-def _seeded(name: str, seed: int, **kwargs) -> nn.Module:
-    torch.manual_seed(seed)
-    model = timm.create_model(name, pretrained=False, num_classes=0, **kwargs).eval()
-    with torch.no_grad():  # layer scale and biases away from their init, so each one matters
-        for key, value in model.named_parameters():
-            if key.endswith(("gamma", "gamma_1", "gamma_2", "q_bias", "v_bias", "bias")):
-                value.normal_(0, 0.5)
-    return model
+TINY = TINY_VIT_KWARGS
 
 
 @torch.no_grad()
@@ -56,23 +47,11 @@ def _expanded(model_name: str, **kwargs) -> dict[str, Tensor]:
 
 
 # ----- DINOv2 ---------------------------------------------------------------------------------
-def _dinov2_release(model: nn.Module, seed: int) -> dict[str, Tensor]:
-    """timm's DINOv2 (with registers) written back in the release's layout: register_tokens, a
-    position for the class token (timm folds it into cls_token), mask_token."""
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    torch.manual_seed(seed)
-    cls_pos = torch.randn(1, 1, state["pos_embed"].shape[-1])
-    out = {"register_tokens": state.pop("reg_token"), "mask_token": torch.randn(1, 64)}
-    out["cls_token"] = state.pop("cls_token") - cls_pos
-    out["pos_embed"] = torch.cat([cls_pos, state.pop("pos_embed")], dim=1)
-    return out | state
-
-
 @pytest.fixture(scope="module")
 def dinov2_reg(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, nn.Module]:
-    model = _seeded("vit_small_patch14_reg4_dinov2", 0, img_size=70, **TINY)  # 5x5 patches
+    model = seeded("vit_small_patch14_reg4_dinov2", 0, img_size=70, **TINY)  # 5x5 patches
     path = tmp_path_factory.mktemp("dinov2") / "dinov2_vitt14_reg4_pretrain.pth"
-    torch.save(_dinov2_release(model, 1), path)
+    torch.save(dinov2_release(model, 1), path)
     return path, model
 
 
@@ -128,7 +107,7 @@ def test_dinov2_at_another_size_resamples_in_import_and_in_finetuning(
 
 
 def test_timm_dinov2_safetensors_with_its_preset(tmp_path: Path) -> None:
-    model = _seeded("vit_small_patch14_reg4_dinov2", 2, img_size=28)  # a real ViT-S, 2x2 patches
+    model = seeded("vit_small_patch14_reg4_dinov2", 2, img_size=28)  # a real ViT-S, 2x2 patches
     path = tmp_path / "model.safetensors"
     save_file(model.state_dict(), str(path))
     result = import_weights(path, tmp_path / "d", preset="dinov2_vits14_reg4")
@@ -199,7 +178,7 @@ def _dinov3_release(model: nn.Module, seed: int, zero_bias: bool = False) -> dic
 
 @pytest.fixture(scope="module")
 def dinov3(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, nn.Module]:
-    model = _seeded("vit_small_patch16_dinov3_qkvb", 3, global_pool="token", **TINY)
+    model = seeded("vit_small_patch16_dinov3_qkvb", 3, global_pool="token", **TINY)
     path = tmp_path_factory.mktemp("dinov3") / "dinov3_vitt16_pretrain.pth"
     torch.save(_dinov3_release(model, 4), path)
     return path, model
@@ -226,9 +205,9 @@ def test_dinov3_release_with_qkv_bias_and_the_three_pools(dinov3, tmp_path: Path
 
 
 def test_dinov3_zero_biases_pick_the_plain_variant_and_timm_files_import(tmp_path: Path) -> None:
-    model = _seeded("vit_small_patch16_dinov3", 5, global_pool="token", **TINY)
+    model = seeded("vit_small_patch16_dinov3", 5, global_pool="token", **TINY)
     plain = tmp_path / "zero.pth"
-    as_qkvb = _seeded("vit_small_patch16_dinov3_qkvb", 5, global_pool="token", **TINY)
+    as_qkvb = seeded("vit_small_patch16_dinov3_qkvb", 5, global_pool="token", **TINY)
     as_qkvb.load_state_dict(model.state_dict(), strict=False)  # same weights, biases then zeroed
     torch.save(_dinov3_release(as_qkvb, 6, zero_bias=True), plain)
     result = import_weights(plain, tmp_path / "p")
@@ -247,7 +226,7 @@ def test_dinov3_zero_biases_pick_the_plain_variant_and_timm_files_import(tmp_pat
 
 def test_dinov3_convnext_release(tmp_path: Path) -> None:
     kwargs = {"depths": (1, 1, 1, 1), "dims": (8, 16, 32, 64)}
-    model = _seeded("convnext_tiny", 7, **kwargs)
+    model = seeded("convnext_tiny", 7, **kwargs)
     fb = {}
     for key, value in model.state_dict().items():  # timm -> facebookresearch ConvNeXt names
         key = key.replace("stem.", "downsample_layers.0.").replace("head.norm", "norm")
