@@ -329,26 +329,28 @@ def _setup(cfg: CompareConfig) -> list[Cell]:
 
 
 def _run_locked(cfg: CompareConfig, cell: Cell) -> None:
-    """Run the cell unless another process runs it now (or finished it meanwhile)."""
+    """Run the cell unless another process runs it now (or finished it meanwhile: a metrics.json
+    newer than the cell's export)."""
     with cell_lock(cell.run_dir) as held:
+        metrics = cell.run_dir / "metrics.json"
         if not held:
             print(f"[compare] {cell.name}: running in another process, skipped here")
-        elif (result := _read_metrics(cell)) is not None:
-            cell.status, cell.result = "done", result
+        elif metrics.is_file() and not _export_newer(cfg, cell, metrics):
+            cell.status, cell.result = "done", _read_metrics(cell)
         else:
             run_cell(cfg, cell)
 
 
-def _refresh(cells: list[Cell]) -> list[Cell]:
+def _refresh(cfg: CompareConfig, cells: list[Cell]) -> list[Cell]:
     """Read the results other processes wrote; return the cells still without one (running, or
     not started). A cell whose run failed elsewhere counts as failed (its error.txt)."""
     pending = []
     for c in cells:
         if c.status != "missing":
             continue
-        error = c.run_dir / "error.txt"
-        if (result := _read_metrics(c)) is not None:
-            c.status, c.result = "done", result
+        error, metrics = c.run_dir / "error.txt", c.run_dir / "metrics.json"
+        if metrics.is_file() and not _export_newer(cfg, c, metrics):
+            c.status, c.result = "done", _read_metrics(c)
         elif error.is_file() and not cell_running(c.run_dir):
             lines = error.read_text().strip().splitlines()
             c.status, c.error = "failed", lines[-1] if lines else "failed"
@@ -393,7 +395,7 @@ def run_compare(
             print(f"[compare] interrupted: partial report in {out / 'report.md'}")
         raise
     with file_lock(out / "report.lock"):
-        pending = _refresh(cells)
+        pending = _refresh(cfg, cells)
         if pending:
             print(
                 f"[compare] {len(pending)} cells still without results ({pending[0].name}, ...): "
