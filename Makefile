@@ -1,4 +1,4 @@
-# Two commands: `make demo` and `make test`. Each creates .venv on first use and reuses it afterwards.
+# Two commands: `make demo` and `make test` (`make test-slurm`: the SLURM scripts on a local cluster). Each creates .venv on first use and reuses it afterwards.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,7 +7,7 @@ SAMPLE := shards/sample
 DEMO := runs/demo
 export PYTHONHASHSEED := 0
 
-.PHONY: demo test lint format bench venv clean-demo
+.PHONY: demo test test-slurm lint format bench venv clean-demo
 
 venv: $(STAMP)
 
@@ -50,6 +50,11 @@ demo: $(STAMP) $(SAMPLE)/manifest.json
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
+
+# The sbatch scripts as real jobs on a one-node SLURM cluster that slurm/local_cluster.sh starts (and
+# stops) on this machine: installs slurm-wlm and munge with apt-get when missing (needs root).
+test-slurm: $(STAMP)
+	SSL_BENTHIC_SLURM=start $(BIN)/python -m pytest -q -m slurm tests/slurm
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

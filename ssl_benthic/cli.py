@@ -7,12 +7,14 @@ its work is imported only when that command runs, so `ssl-benthic --help` stays 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from ssl_benthic.core.errors import EXIT_INTERRUPTED, Interrupted, Terminated, UserError
 from ssl_benthic.data.sample.command import add_make_sample, add_make_survey
@@ -46,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 DEBUG_ENV = "SSL_BENTHIC_DEBUG"
+INTERRUPTED_ENV = "SSL_BENTHIC_INTERRUPTED"  # a file to create when a run stops on SIGTERM
 
 
 def quiet_upstream() -> None:
@@ -100,6 +103,7 @@ def _report(exc: Exception) -> int:
     """Print `exc` as one line; the exit status for it."""
     if isinstance(exc, Interrupted):
         print(str(exc), file=sys.stderr)
+        _mark_interrupted()
         return EXIT_INTERRUPTED
     if isinstance(exc, UserError):
         print(f"error: {exc}", file=sys.stderr)
@@ -114,6 +118,15 @@ def _report(exc: Exception) -> int:
         file=sys.stderr,
     )
     return 1
+
+
+def _mark_interrupted() -> None:
+    """Create the file $SSL_BENTHIC_INTERRUPTED names, when set: the sbatch scripts requeue a job
+    whose run says it saved on SIGTERM (srun's status 143 alone may be a peer task it killed)."""
+    path = os.environ.get(INTERRUPTED_ENV)
+    if path:
+        with contextlib.suppress(OSError):
+            Path(path).touch()
 
 
 def split_debug(argv: Sequence[str] | None) -> tuple[list[str], bool]:

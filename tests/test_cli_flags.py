@@ -161,5 +161,8 @@ def test_the_record_sees_a_changed_default() -> None:
 if __name__ == "__main__":
     if sys.argv[1:] != ["--write"]:
         sys.exit("usage: python tests/test_cli_flags.py --write   (rewrites the snapshot)")
+    # run as a script, tests/ is first on the path and its ssl_benthic/ test folder would shadow
+    # the package: put the repository root first
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
     SNAPSHOT.write_text(dump(snapshot()), "utf-8")
     print(f"wrote {SNAPSHOT}")

@@ -6,7 +6,8 @@ export is missing, pretraining (resuming its last checkpoint when there is one) 
 Resumable: a cell whose metrics.json exists is not rerun (unless its export is newer). A failed cell is recorded with its
 error and the grid goes on; a start without weights (a path not filled in, an ImageNet start
 without a file or the hub) is skipped, with the reason in the report; an interrupted grid
-is reported as partial. The report is rewritten after every cell.
+is reported as partial. The report is rewritten after every cell. `--cells I/N` runs one share of
+the cells (a SLURM job array, slurm/compare.sbatch; hml_finetune/compare/share.py).
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ from urllib.parse import urlparse
 
 from hml_finetune.compare.config import CompareConfig, LossSetting, StartConfig
 from hml_finetune.compare.report import Cell, write_report
+from hml_finetune.compare.share import cell_lock, cell_running, file_lock, select_cells
 from hml_finetune.finetune.config import FinetuneConfig
 from hml_finetune.finetune.train import run_finetune
 from ssl_benthic.core.checkpoints import LAST, checkpoint_dir, has_checkpoints
 from ssl_benthic.core.config import ConfigError, load_config, save_config
+from ssl_benthic.core.errors import Interrupted
 from ssl_benthic.data.sample.make_sample import GENERATOR, make_sample
 from ssl_benthic.weights.backbones import EXPORT_META, BackboneError, read_export
 
@@ -225,7 +228,8 @@ def _restart(cfg: CompareConfig, cell: Cell) -> dict[str, Any]:
 
 
 def run_cell(cfg: CompareConfig, cell: Cell) -> None:
-    """Run one cell with `run_finetune`; any exception marks it failed (error.txt has the trace)."""
+    """Run one cell with `run_finetune`; any exception but SIGTERM's `Interrupted` marks it failed
+    (error.txt has the trace)."""
     cell.run_dir.mkdir(parents=True, exist_ok=True)
     error_file = cell.run_dir / "error.txt"
     error_file.unlink(missing_ok=True)
@@ -235,6 +239,8 @@ def run_cell(cfg: CompareConfig, cell: Cell) -> None:
         if cell.result is None:
             raise RuntimeError(f"run_finetune wrote no {cell.run_dir / 'metrics.json'}")
         cell.status, cell.error = "done", None
+    except Interrupted:  # SIGTERM: last.ckpt saved; the grid stops here and resumes the cell later
+        raise
     except Exception as exc:  # noqa: BLE001 - a failed cell is recorded, the grid goes on
         cell.status, cell.error = "failed", f"{type(exc).__name__}: {exc}"
         error_file.write_text(traceback.format_exc())
@@ -290,6 +296,8 @@ def _prepare_starts(cfg: CompareConfig, cells: list[Cell]) -> None:
         if reason is None:
             try:
                 ensure_export(start)
+            except Interrupted:  # SIGTERM while pretraining: resumed by the next run
+                raise
             except Exception as exc:  # noqa: BLE001 - recorded on the start's cells
                 reason, status = (
                     f"pretraining/export for start {start.name} failed: {exc}",
@@ -301,51 +309,115 @@ def _prepare_starts(cfg: CompareConfig, cells: list[Cell]) -> None:
                 c.status, c.error = status, reason
 
 
-def run_compare(cfg: CompareConfig, *, command: str | None = None) -> Path:
-    """Run (or resume) the grid and write the report; return output_dir/report.md.
-
-    `command`: the command line that started it, written into the report.
-    """
-    cfg.validate()
-    cfg.check_inputs()
+def _setup(cfg: CompareConfig) -> list[Cell]:
+    """The grid's cells with their state on disk, after making what they need (sample, exports);
+    under a lock, so that the tasks of an array do it once."""
     ensure_sample(cfg)  # first: a refused sample folder leaves nothing written anywhere
     out = Path(cfg.output_dir)
-    save_config(cfg, out / "resolved_compare.yaml")
-    cells = grid_cells(cfg)
-    for c in cells:
-        c.result = _read_metrics(c)
-        c.status = "done" if c.result is not None else "missing"
-    _prepare_starts(cfg, cells)
+    with file_lock(out / "setup.lock"):
+        save_config(cfg, out / "resolved_compare.yaml")
+        cells = grid_cells(cfg)
+        for c in cells:
+            c.result = _read_metrics(c)
+            c.status = "done" if c.result is not None else "missing"
+        _prepare_starts(cfg, cells)
     for c in cells:
         if c.status == "done" and _export_newer(cfg, c, c.run_dir / "metrics.json"):
             print(f"[compare] {c.name}: its export is newer than its metrics.json: rerun")
             c.status, c.result = "missing", None
+    return cells
+
+
+def _run_locked(cfg: CompareConfig, cell: Cell) -> None:
+    """Run the cell unless another process runs it now (or finished it meanwhile: a metrics.json
+    newer than the cell's export)."""
+    with cell_lock(cell.run_dir) as held:
+        metrics = cell.run_dir / "metrics.json"
+        if not held:
+            print(f"[compare] {cell.name}: running in another process, skipped here")
+        elif metrics.is_file() and not _export_newer(cfg, cell, metrics):
+            cell.status, cell.result = "done", _read_metrics(cell)
+        else:
+            run_cell(cfg, cell)
+
+
+def _refresh(cfg: CompareConfig, cells: list[Cell]) -> list[Cell]:
+    """Read the results other processes wrote; return the cells still without one (running, or
+    not started). A cell whose run failed elsewhere counts as failed (its error.txt)."""
+    pending = []
+    for c in cells:
+        if c.status != "missing":
+            continue
+        error, metrics = c.run_dir / "error.txt", c.run_dir / "metrics.json"
+        if metrics.is_file() and not _export_newer(cfg, c, metrics):
+            c.status, c.result = "done", _read_metrics(c)
+        elif error.is_file() and not cell_running(c.run_dir):
+            lines = error.read_text().strip().splitlines()
+            c.status, c.error = "failed", lines[-1] if lines else "failed"
+        else:
+            pending.append(c)
+    return pending
+
+
+def run_compare(
+    cfg: CompareConfig, *, command: str | None = None, share: tuple[int, int] | None = None
+) -> Path | None:
+    """Run (or resume) the grid and write the report; return output_dir/report.md.
+
+    `command`: the command line that started it, written into the report. `share` (I, N): run
+    only the I-th of N shares of the cells (`select_cells`), as one task of a job array; the
+    report is written by the task that finds every cell with a result, else None is returned.
+    Each cell runs under a lock, so two processes never run the same one.
+    """
+    cfg.validate()
+    cfg.check_inputs()
+    out = Path(cfg.output_dir)
+    cells = _setup(cfg)
     report = dict(
         commands=_commands(cfg, command), generic=[s.name for s in cfg.starts if s.is_generic]
     )
-    todo = [c for c in cells if c.status == "missing"]
+    todo = [c for c in select_cells(cells, share) if c.status == "missing"]
     counts = Counter(c.status for c in cells)
+    part = f" (share {share[0]}/{share[1]})" if share else ""
     print(
         f"[compare] {len(cells)} cells: {counts['done']} done before, "
-        f"{counts['skipped'] + counts['failed']} skipped or failed at setup, {len(todo)} to run"
+        f"{counts['skipped'] + counts['failed']} skipped or failed at setup, {len(todo)} to run{part}"
     )
     try:
         for i, cell in enumerate(todo, 1):
             print(f"[compare] ({i}/{len(todo)}) {cell.name}")
-            run_cell(cfg, cell)
-            write_report(out, cells, configs=_configs(cfg), plots=False, **report)
+            _run_locked(cfg, cell)
+            if share is None:
+                write_report(out, cells, configs=_configs(cfg), plots=False, **report)
     except KeyboardInterrupt:
-        write_report(out, cells, configs=_configs(cfg), **report)
-        print(f"[compare] interrupted: partial report in {out / 'report.md'}")
+        if share is None:
+            write_report(out, cells, configs=_configs(cfg), **report)
+            print(f"[compare] interrupted: partial report in {out / 'report.md'}")
         raise
-    return write_report(out, cells, configs=_configs(cfg), **report)
+    with file_lock(out / "report.lock"):
+        pending = _refresh(cfg, cells)
+        if pending:
+            print(
+                f"[compare] {len(pending)} cells still without results ({pending[0].name}, ...): "
+                "the report is written by the process that finishes the last one"
+            )
+            return None
+        return write_report(out, cells, configs=_configs(cfg), **report)
 
 
 def cli_compare(args: argparse.Namespace) -> int:
-    """`hml-finetune compare --config F [key=value ...]`: 0 when every runnable cell is done."""
+    """`hml-finetune compare --config F [--cells I/N] [key=value ...]`: 0 when every runnable cell
+    (of the share) is done."""
     cfg = load_config(CompareConfig, args.config, args.overrides)
     command = shlex.join(["hml-finetune", "compare", "--config", args.config, *args.overrides])
-    path = run_compare(cfg, command=command)
+    share = getattr(args, "cells", None)
+    path = run_compare(cfg, command=command, share=share)
+    if path is None:
+        mine = select_cells(grid_cells(cfg), share)
+        failed = sorted(c.name for c in mine if (c.run_dir / "error.txt").is_file())
+        if failed:
+            print(f"failed cells: {', '.join(failed)} (see their error.txt)")
+        return 1 if failed else 0
     rows = json.loads((path.parent / "results.json").read_text())
     failed = sorted(
         {r["start"] + "-" + r["mode"] + "-" + r["loss"] for r in rows if r["status"] == "failed"}

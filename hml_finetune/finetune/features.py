@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -110,6 +111,11 @@ def cached_features(
         return load_file(str(path))["features"], keys
     feats, keys = extract_features(*args)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.with_suffix(".json").write_text(json.dumps(keys))
-    save_file({"features": feats.contiguous()}, str(path))
+    # each file written whole then renamed: processes sharing the cache (a job array) never read
+    # a half-written one; the features file last, as it marks the entry complete
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(keys))
+    os.replace(tmp, path.with_suffix(".json"))
+    save_file({"features": feats.contiguous()}, str(tmp))
+    os.replace(tmp, path)
     return feats, keys

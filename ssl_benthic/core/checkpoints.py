@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
+import threading
 from collections.abc import Iterable
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from ssl_benthic.core.errors import ConfigError, Interrupted
@@ -65,20 +68,67 @@ class RunCheckpoint(ModelCheckpoint):
         super().on_train_end(trainer, pl_module)
 
 
-class SaveOnSigterm(pl.Callback):
-    """On SIGTERM (SLURM's preemption and time-limit signal) Lightning stops after the current batch;
-    this saves that state as `last.ckpt`, resumable exactly where it stopped."""
+class SaveOnSigterm(Checkpoint):
+    """On SIGTERM (SLURM's preemption and time-limit signal) stop at a step boundary that every rank
+    agrees on, save that state as `last.ckpt` (resumable exactly there) and end the fit.
+
+    The signal handler only sets a flag: a rank that stopped in the middle of a step, or entered a
+    collective of its own from a signal handler, would leave the others waiting in the step's
+    gradient all-reduce until SLURM kills the job (and the job is lost). At the end of every step
+    all ranks reduce the flags (any rank's SIGTERM stops all of them), so all save after the same
+    step and raise Lightning's `SIGTERMException` together. A `Checkpoint`, listed after the run's
+    `ModelCheckpoint`, so that Lightning keeps it the last callback: the step's own checkpoint and
+    logs are done first.
+    """
 
     def __init__(self, output_dir: str | Path) -> None:
         self.path = checkpoint_dir(output_dir) / LAST
         self.saved_step: int | None = None
+        self.received = False
+        self._previous: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable for `ddp_spawn` (the previous handler may not be)."""
+        return {**self.__dict__, "_previous": None}
+
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        self.received = True
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # after Lightning's own handler (installed at the start of fit, with a broadcast in it);
+        # Lightning puts the handler from before fit back when fit ends
+        self.received, self.saved_step = False, None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        stop = self.received or trainer.received_sigterm  # or Lightning's, before on_train_start
+        if trainer.strategy.reduce_boolean_decision(stop, all=False):
+            self._save(trainer)
+            raise SIGTERMException()
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        if isinstance(exception, SIGTERMException):
-            trainer.save_checkpoint(self.path, weights_only=False)
-            self.saved_step = trainer.global_step
+        # Lightning's own stop (a SIGTERM before training started): save where it stopped
+        if isinstance(exception, SIGTERMException) and self.saved_step is None:
+            self._save(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._previous)  # Lightning's, until fit ends
+        self._previous = None
+
+    def _save(self, trainer: pl.Trainer) -> None:
+        trainer.save_checkpoint(self.path, weights_only=False)
+        self.saved_step = trainer.global_step
 
 
 def fit_or_interrupt(trainer: pl.Trainer, guard: SaveOnSigterm, **fit_kwargs: Any) -> None:

@@ -1,11 +1,14 @@
 """The one Lightning Trainer builder of both stages: a run's checkpoint callback, learning-rate logging,
-a resumable save on SIGTERM, images/s and data wait, CSV (and TensorBoard) logs under `output_dir`,
-and no validation loop (each stage evaluates in its own way). The stages pass only what differs.
+a resumable save on SIGTERM agreed by all ranks, Lightning's SLURM environment without its
+auto-requeue, images/s and data wait, CSV (and TensorBoard) logs under `output_dir`, and no
+validation loop (each stage evaluates in its own way). The stages pass only what differs.
 """
 
 from __future__ import annotations
 
+import os
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,10 +17,11 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from ssl_benthic.core.checkpoints import SaveOnSigterm, fit_or_interrupt
 
-__all__ = ["make_trainer", "fit", "Throughput"]
+__all__ = ["make_trainer", "fit", "slurm_plugins", "Throughput"]
 
 
 def make_trainer(
@@ -36,21 +40,30 @@ def make_trainer(
         loggers.append(CSVLogger(out, name="logs"))
     if tensorboard:
         loggers.append(TensorBoardLogger(out, name="tensorboard"))
-    standard = [
-        checkpoint,
-        LearningRateMonitor(logging_interval="step"),
-        SaveOnSigterm(out),
-        Throughput(),
-    ]
-    return pl.Trainer(
-        callbacks=[*standard, *callbacks],
-        logger=loggers or False,
-        default_root_dir=str(out),
-        use_distributed_sampler=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        **trainer_kwargs,
-    )
+    standard = [LearningRateMonitor(logging_interval="step"), Throughput()]
+    with warnings.catch_warnings():
+        if "SLURM_JOB_ID" not in os.environ:  # Lightning's notice that srun is installed: not news
+            warnings.filterwarnings("ignore", message=r"The `srun` command is available on your")
+        # SaveOnSigterm last: Lightning moves checkpoint callbacks to the end, keeping their order
+        return pl.Trainer(
+            callbacks=[*standard, *callbacks, checkpoint, SaveOnSigterm(out)],
+            plugins=slurm_plugins(),
+            logger=loggers or False,
+            default_root_dir=str(out),
+            use_distributed_sampler=False,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            **trainer_kwargs,
+        )
+
+
+def slurm_plugins() -> list[Any]:
+    """Inside a SLURM job step, Lightning's SLURM environment without its auto-requeue (a SIGUSR1
+    handler that saves an `hpc_ckpt` and requeues): SIGTERM saves `last.ckpt` (`SaveOnSigterm`) and
+    the sbatch script requeues."""
+    if "SLURM_JOB_ID" not in os.environ:
+        return []
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
 
 
 def fit(trainer: pl.Trainer, **fit_kwargs: Any) -> None:

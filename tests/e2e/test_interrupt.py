@@ -195,9 +195,11 @@ def test_train_cli_says_how_to_resume(monkeypatch, capsys, tmp_path):
         raise Interrupted("interrupted by SIGTERM at step 3: saved X")
 
     monkeypatch.setattr(hml_train, "run_finetune", interrupted)
+    monkeypatch.setenv("SSL_BENTHIC_INTERRUPTED", str(tmp_path / "mark"))  # as the sbatch scripts
     config = tmp_path / "c.yaml"
     config.write_text("seed: 1\n")
     assert hml_cli.main(["train", "--config", str(config), "seed=2"]) == 143
+    assert (tmp_path / "mark").is_file()  # the batch script's cue to requeue
     assert capsys.readouterr().err.strip() == (
         f"interrupted by SIGTERM at step 3: saved X: hml-finetune train --config {config} "
         "seed=2 --resume last"

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import random
+import signal
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -253,17 +254,34 @@ def collate(batch: list[tuple[Any, dict]]) -> tuple[Any, list[dict]]:
     return images, [b[1] for b in batch]
 
 
+class _QuietOnSigterm:
+    """Loader worker start-up: ignore SIGTERM (SLURM signals every process of a job step; the main
+    process stops at a step boundary and ends its workers itself), then the caller's own init."""
+
+    def __init__(self, init: Callable[[int], None] | None) -> None:
+        self.init = init
+
+    def __call__(self, worker_id: int) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if self.init is not None:
+            self.init(worker_id)
+
+
 class ShardLoader(wds.WebLoader):
     """A `wds.WebLoader` whose epoch is exactly `steps` batches on every rank, with `len()`.
 
     Each `iter()` starts a new epoch (new shard permutation). `with_epoch(steps)` sits on the
     loader, so if this rank's shards run dry before `steps` batches the loader starts over on
     them; if it has more, the epoch is cut at `steps`. Every rank therefore runs the same number
-    of steps, so DDP's collective calls never wait for a rank that has stopped (no hang).
+    of steps, so DDP's collective calls never wait for a rank that has stopped (no hang). Its
+    workers ignore SIGTERM (the run stops them after saving).
     """
 
     def __init__(self, dataset: ShardDataset, steps: int, **loader_kwargs: Any) -> None:
-        super().__init__(dataset, batch_size=None, shuffle=False, **loader_kwargs)
+        init = _QuietOnSigterm(loader_kwargs.pop("worker_init_fn", None))
+        super().__init__(
+            dataset, batch_size=None, shuffle=False, worker_init_fn=init, **loader_kwargs
+        )
         self.steps, self.epoch, self.reader = steps, 0, dataset
         self.with_epoch(steps)
 
