@@ -39,6 +39,7 @@ __all__ = [
     "ensure_export",
     "imagenet_skip_reason",
     "missing_weights_reason",
+    "loss_pairs",
     "run_compare",
     "cli_compare",
 ]
@@ -96,6 +97,28 @@ def cell_config(cfg: CompareConfig, cell: Cell) -> FinetuneConfig:
     start = next(s for s in cfg.starts if s.name == cell.start)
     loss = next(x for x in cfg.losses if x.name == cell.loss)
     return load_config(FinetuneConfig, cfg.base, cell_overrides(cfg, start, loss, cell))
+
+
+def loss_pairs(cfg: CompareConfig) -> list[tuple[str, str]]:
+    """(weighted setting, MCLoss setting) names the report compares: every setting whose cells
+    run loss.name=weighted with every one that runs mcloss and has the same overrides apart from
+    `loss.*` ones (e.g. both with threshold=0.5); [] when the grid lacks either loss."""
+    names: dict[str, list[tuple[str, tuple[str, ...]]]] = {"weighted": [], "mcloss": []}
+    for loss in cfg.losses:
+        first = next(c for c in grid_cells(cfg) if c.loss == loss.name)
+        try:
+            resolved = cell_config(cfg, first).loss.name
+        except ConfigError:
+            continue  # its cells fail and say why
+        if resolved in names:
+            rest = tuple(sorted(o for o in loss.overrides if not o.startswith("loss.")))
+            names[resolved].append((loss.name, rest))
+    return [
+        (w, m)
+        for w, w_rest in names["weighted"]
+        for m, m_rest in names["mcloss"]
+        if w_rest == m_rest
+    ]
 
 
 def ensure_sample(cfg: CompareConfig) -> None:
@@ -321,7 +344,9 @@ def run_compare(cfg: CompareConfig, *, command: str | None = None) -> Path:
             print(f"[compare] {c.name}: its export is newer than its metrics.json: rerun")
             c.status, c.result = "missing", None
     report = dict(
-        commands=_commands(cfg, command), generic=[s.name for s in cfg.starts if s.is_generic]
+        commands=_commands(cfg, command),
+        generic=[s.name for s in cfg.starts if s.is_generic],
+        loss_pairs=loss_pairs(cfg),
     )
     todo = [c for c in cells if c.status == "missing"]
     counts = Counter(c.status for c in cells)
