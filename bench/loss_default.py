@@ -129,7 +129,7 @@ def done_cells(cfg: CompareConfig) -> list[Cell]:
 
 
 def _cell(mean: float, p: float, n: int) -> str:
-    return "-" if n == 0 else f"{mean:+.3f} (p {p:.2f})"
+    return "-" if n == 0 else f"{mean:+.3f} (p {p:.2g})"
 
 
 def sample_table(cells: list[Cell], pairs: Sequence[tuple[str, str, str]]) -> list[str]:
@@ -151,7 +151,12 @@ def sample_table(cells: list[Cell], pairs: Sequence[tuple[str, str, str]]) -> li
                     for k in SAMPLE_METRICS
                 ]
                 lines.append(f"| {cond} | {start} | {mode} | {head} | " + " | ".join(cols) + " |")
-    lines += ["", "Pooled over starts, heads and seeds:", ""]
+    lines += [
+        "",
+        "Pooled over starts, heads and seeds (the heads of one run share its features and seed, so "
+        "read this p as a summary, not as independent evidence); +k/n: pairs with Δ > 0:",
+        "",
+    ]
     lines += [f"| condition | {names} |", "|---" * 4 + "|"]
     for cond, _, _ in pairs:
         if not any(pooled.get((cond, k)) for k in SAMPLE_METRICS):
