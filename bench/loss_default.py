@@ -48,8 +48,8 @@ SETTINGS = {  # loss setting -> finetune overrides (the recipe: per-node thresho
     "mcloss_2heads": ["loss.name=mcloss", "heads.n_heads=2"],
     "wfocal_2heads": ["loss.name=weighted_focal", "heads.n_heads=2"],
 }
-FIRST_START = list(SETTINGS)[:7]  # what the first start runs by default (2 cores, shared)
-OTHER_STARTS = list(SETTINGS)[:4]  # and every other start
+FIRST_START = list(SETTINGS)  # what the first start runs by default
+OTHER_STARTS = list(SETTINGS)[:4]  # and every other start: the recipe pair and the fixed threshold
 SAMPLE_PAIRS = [  # (condition, weighted-side setting, MCLoss setting)
     ("per-node (recipe)", "weighted", "mcloss"),
     ("per-node, placement negative", "w_negative", "mcloss"),
@@ -154,7 +154,7 @@ def sample_table(cells: list[Cell], pairs: Sequence[tuple[str, str, str]]) -> li
     lines += [
         "",
         "Pooled over starts, heads and seeds (the heads of one run share its features and seed, so "
-        "read this p as a summary, not as independent evidence); +k/n: pairs with Δ > 0:",
+        "read this p as a summary, not as independent evidence); +a −b of n: pairs with Δ > 0, < 0:",
         "",
     ]
     lines += [f"| condition | {names} |", "|---" * 4 + "|"]
@@ -167,8 +167,10 @@ def sample_table(cells: list[Cell], pairs: Sequence[tuple[str, str, str]]) -> li
             if not d:
                 cols.append("-")
                 continue
-            n_pos = sum(x > 0 for x in d)
-            cols.append(f"{_cell(float(np.mean(d)), sign_flip_p(d), len(d))}, +{n_pos}/{len(d)}")
+            up, down = sum(x > 0 for x in d), sum(x < 0 for x in d)
+            cols.append(
+                f"{_cell(float(np.mean(d)), sign_flip_p(d), len(d))}, +{up} −{down} of {len(d)}"
+            )
         lines.append(f"| {cond} | " + " | ".join(cols) + " |")
     return lines + [""]
 
