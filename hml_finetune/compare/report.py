@@ -327,7 +327,7 @@ def loss_verdicts(
                         seeds=seeds,
                         diffs=diffs,
                         mean_diff=mean,
-                        sign=int(np.sign(mean)) if diffs else 0,
+                        sign=int(np.sign(mean)) if diffs and abs(mean) > 1e-12 else 0,
                         p=sign_flip_p(diffs) if diffs else math.nan,
                     )
                 )
