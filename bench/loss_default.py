@@ -50,15 +50,20 @@ SETTINGS = {  # loss setting -> finetune overrides (the recipe: per-node thresho
 }
 FIRST_START = list(SETTINGS)  # what the first start runs by default
 OTHER_STARTS = list(SETTINGS)[:4]  # and every other start: the recipe pair and the fixed threshold
-SAMPLE_PAIRS = [  # (condition, weighted-side setting, MCLoss setting)
-    ("per-node (recipe)", "weighted", "mcloss"),
-    ("per-node, placement negative", "w_negative", "mcloss"),
-    ("per-node, omega 0.05", "w_omega0.05", "mcloss"),
-    ("per-node, omega 1", "w_omega1", "mcloss"),
-    ("fixed 0.5", "weighted_fixed", "mcloss_fixed"),
-    ("global tuned", "weighted_global", "mcloss_global"),
-    ("per-node, 25% of labels", "weighted_frac0.25", "mcloss_frac0.25"),
-    ("per-node, 2 heads, weighted focal (phi 0.25, k 2)", "wfocal_2heads", "mcloss_2heads"),
+SAMPLE_PAIRS = [  # (condition, weighted-side setting, MCLoss setting, mode)
+    ("per-node (recipe)", "weighted", "mcloss", "linear"),
+    ("per-node, placement negative", "w_negative", "mcloss", "linear"),
+    ("per-node, omega 0.05", "w_omega0.05", "mcloss", "linear"),
+    ("per-node, omega 1", "w_omega1", "mcloss", "linear"),
+    ("fixed 0.5", "weighted_fixed", "mcloss_fixed", "linear"),
+    ("global tuned", "weighted_global", "mcloss_global", "linear"),
+    ("per-node, 25% of labels", "weighted_frac0.25", "mcloss_frac0.25", "linear"),
+    (
+        "per-node, 2 heads, weighted focal (phi 0.25, k 2)",
+        "wfocal_2heads",
+        "mcloss_2heads",
+        "linear",
+    ),
 ]
 FINETUNE = [  # configs/finetune/finetune_sample.yaml's fine-tuning settings
     "optimizer.lr=0.001",
@@ -132,15 +137,15 @@ def _cell(mean: float, p: float, n: int) -> str:
     return "-" if n == 0 else f"{mean:+.3f} (p {p:.2g})"
 
 
-def sample_table(cells: list[Cell], pairs: Sequence[tuple[str, str, str]]) -> list[str]:
+def sample_table(cells: list[Cell], pairs: Sequence[tuple[str, str, str, str]]) -> list[str]:
     """One row per condition, start, mode and head; then each condition pooled over starts and
     heads (the (start, head, seed) differences; heads of one run are not independent)."""
     names = " | ".join(f"Δ {v}" for v in SAMPLE_METRICS.values())
     lines = [f"| condition | start | mode | head | {names} |", "|---" * 7 + "|"]
     pooled: dict[tuple[str, str], list[float]] = {}
-    for cond, w, m in pairs:
+    for cond, w, m, mode in pairs:
         for head in HEADS:
-            rows = loss_verdicts(cells, head, [(w, m)])
+            rows = [r for r in loss_verdicts(cells, head, [(w, m)]) if r["mode"] == mode]
             by: dict[tuple[str, str], dict[str, dict]] = {}
             for r in rows:
                 by.setdefault((r["start"], r["mode"]), {})[r["metric"]] = r
@@ -158,7 +163,7 @@ def sample_table(cells: list[Cell], pairs: Sequence[tuple[str, str, str]]) -> li
         "",
     ]
     lines += [f"| condition | {names} |", "|---" * 4 + "|"]
-    for cond, _, _ in pairs:
+    for cond, *_ in pairs:
         if not any(pooled.get((cond, k)) for k in SAMPLE_METRICS):
             continue  # not run
         cols = []
@@ -228,7 +233,7 @@ def main() -> int:
     pairs = list(SAMPLE_PAIRS)
     if args.finetune:
         grids.append(sample_grid(args, starts[-1], "finetune", ["mcloss", "weighted"]))
-        pairs.append(("fine-tuning, per-node", "weighted", "mcloss"))
+        pairs.append(("fine-tuning, per-node", "weighted", "mcloss", "finetune"))
     cells: list[Cell] = []
     for cfg in grids:
         if not args.report_only:
