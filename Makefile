@@ -27,7 +27,7 @@ $(SAMPLE)/manifest.json: | $(STAMP)
 HF_HUB_OFFLINE ?= 1
 export HF_HUB_OFFLINE
 
-DEMO_MODEL = $(DEMO)/compare/runs/byol-linear-weighted-s0/model.ckpt
+DEMO_MODEL = $(DEMO)/compare/runs/byol-linear-mcloss-s0/model.ckpt
 RESUME_DEMO = $(if $(wildcard $(DEMO)/byol/checkpoints/*.ckpt),--resume last)
 
 $(DEMO)/byol/export/backbone.json: $(DEMO)/byol/checkpoints/last.ckpt

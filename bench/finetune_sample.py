@@ -1,5 +1,5 @@
 """Which start and which loss on the sample: an SSL export vs random init, linear probe and
-fine-tuning, plain MCLoss vs the default weighted loss, several seeds (a `compare` grid).
+fine-tuning, plain MCLoss (the default) vs the weighted loss, several seeds (a `compare` grid).
 
 Targets (issue 5): the SSL start beats random init on AU(PRC) for biota and substrate; the weighted
 loss raises rare-node recall over plain MCLoss without losing more than 0.02 AU(PRC).

@@ -92,7 +92,7 @@ class CompareConfig:
     modes: list[Literal["linear", "finetune"]] = field(default_factory=lambda: ["linear"])
     mode_overrides: dict[str, list[str]] = field(default_factory=dict)
     losses: list[LossSetting] = field(
-        default_factory=lambda: [LossSetting("weighted", ["loss.name=weighted"])]
+        default_factory=lambda: [LossSetting("mcloss", ["loss.name=mcloss"])]
     )
     seeds: list[int] = field(default_factory=lambda: [0])
     data: DataPaths | None = None

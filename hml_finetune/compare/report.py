@@ -1,5 +1,6 @@
 """The comparison report: `report.md` (a table per head, mean +- std over seeds, and one of its
-hierarchical scores: hF, hop distance, mistake severity, ECE before / after calibration),
+hierarchical scores: hF, hop distance, mistake severity, ECE before / after calibration; the
+weighted loss against MCLoss paired over seeds, with an exact sign-flip test),
 `results.json` (one row per run and head) and matplotlib plots (with hop distance per label rule and
 a reliability diagram per head), from the cells of a `compare` grid.
 
@@ -24,10 +25,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 import numpy as np  # noqa: E402
 from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter  # noqa: E402
+from scipy.stats import permutation_test  # noqa: E402
 
 from hml_finetune.finetune.results import NO_TEST_LABELS, RARE_FREQ, SCORED, json_safe  # noqa: E402
 
-__all__ = ["Cell", "METRICS", "write_report", "result_rows", "best_generic"]
+__all__ = [
+    "Cell",
+    "METRICS",
+    "write_report",
+    "result_rows",
+    "best_generic",
+    "sign_flip_p",
+    "loss_verdicts",
+]
 
 METRICS = {
     "au_prc": "AU(PRC)",
@@ -257,6 +267,114 @@ def _diff_table(cells: Sequence[Cell], head: str, generic: set[str]) -> list[str
     return lines + [""]
 
 
+VERDICT_METRICS = ("au_prc", "rare_recall", "macro_f1")
+EXACT_MAX_PAIRS = 20  # 2^20 sign patterns; beyond, 100,000 random ones (seeded)
+SIGN_FLIP_TEXT = (
+    "two-sided exact sign-flip permutation test of the mean per-seed difference: p is the share "
+    "of the 2^n ways to flip the signs of the n differences whose mean is at least as far from 0 "
+    "(no normality assumed, unlike a paired t-test with 2 degrees of freedom at 3 seeds; with n "
+    "seeds p cannot go below 2^(1-n): 0.25 at 3 seeds, 0.0625 at 5)"
+)
+
+
+def sign_flip_p(diffs: Sequence[float]) -> float:
+    """Two-sided p of the sign-flip permutation test of mean(diffs) = 0 (paired, exact up to
+    2^20 sign patterns): P(|mean(s * d)| >= |mean(d)|) over random signs s; 1.0 for one pair."""
+    d = np.asarray(diffs, dtype=float)
+    if d.size == 0:
+        raise ValueError("sign_flip_p needs at least one difference")
+    if d.size == 1:
+        return 1.0  # both sign patterns are as far from 0 as the one seen
+    exact = d.size <= EXACT_MAX_PAIRS
+    res = permutation_test(
+        (d,),
+        np.mean,
+        permutation_type="samples",
+        alternative="two-sided",
+        n_resamples=np.inf if exact else 100_000,
+        vectorized=True,
+        axis=-1,
+        random_state=0,  # used beyond EXACT_MAX_PAIRS only
+    )
+    return float(min(1.0, res.pvalue))
+
+
+def loss_verdicts(
+    cells: Sequence[Cell], head: str, pairs: Sequence[tuple[str, str]]
+) -> list[dict[str, Any]]:
+    """Per (weighted setting, MCLoss setting) pair, start, mode and metric: the per-seed
+    differences weighted - MCLoss over the seeds both scored, their mean and the sign-flip p."""
+    groups = _groups(cells)
+    starts_modes = list(dict.fromkeys((start, mode) for start, mode, _ in groups))
+    rows = []
+    for weighted, mcloss in pairs:
+        for start, mode in starts_modes:
+            a, b = groups.get((start, mode, weighted)), groups.get((start, mode, mcloss))
+            if a is None or b is None:
+                continue
+            for key in VERDICT_METRICS:
+                w, m = _by_seed(a, head, key), _by_seed(b, head, key)
+                seeds = sorted(set(w) & set(m))
+                diffs = [w[s] - m[s] for s in seeds]
+                mean = float(np.mean(diffs)) if diffs else math.nan
+                rows.append(
+                    dict(
+                        start=start,
+                        mode=mode,
+                        weighted=weighted,
+                        mcloss=mcloss,
+                        metric=key,
+                        seeds=seeds,
+                        diffs=diffs,
+                        mean_diff=mean,
+                        sign=int(np.sign(mean)) if diffs and abs(mean) > 1e-12 else 0,
+                        p=sign_flip_p(diffs) if diffs else math.nan,
+                    )
+                )
+    return rows
+
+
+def _verdict_text(row: dict[str, Any]) -> str:
+    if not row["diffs"]:
+        return "-"
+    who = {1: "weighted higher", -1: "MCLoss higher", 0: "equal"}[row["sign"]]
+    return f"{row['mean_diff']:+.3f}, {who}, p {row['p']:.3f} ({len(row['diffs'])} seeds)"
+
+
+def _verdict_table(cells: Sequence[Cell], head: str, pairs: Sequence[tuple[str, str]]) -> list[str]:
+    """The paired verdict weighted vs MCLoss of a head, one row per pair, start and mode; nothing
+    when the grid lacks one of the two losses."""
+    rows = loss_verdicts(cells, head, pairs)
+    if not rows:
+        return []
+    names = " | ".join(f"Δ {METRICS[k]}" for k in VERDICT_METRICS)
+    lines = [
+        f"#### {head}: weighted loss vs MCLoss, paired over seeds",
+        "",
+        f"Δ = weighted − MCLoss of the same start, mode and seed, mean over the seeds both have; "
+        f"p: {SIGN_FLIP_TEXT}.",
+        "",
+        f"| start | mode | weighted | MCLoss | {names} |",
+        "|---" * (len(VERDICT_METRICS) + 4) + "|",
+    ]
+    cols: dict[tuple, list[str]] = {}
+    for r in rows:
+        key = (r["start"], r["mode"], r["weighted"], r["mcloss"])
+        cols.setdefault(key, []).append(_verdict_text(r))
+    for key, texts in cols.items():
+        lines.append("| " + " | ".join(key) + " | " + " | ".join(texts) + " |")
+    scored = [r for r in rows if r["diffs"]]
+    below = sum(r["sign"] < 0 for r in scored)
+    above = sum(r["sign"] > 0 for r in scored)
+    strong = sum(r["p"] < 0.05 for r in scored)
+    lines += [
+        "",
+        f"Weighted below MCLoss in {below}, above in {above} of {len(scored)} comparisons "
+        f"({strong} with p < 0.05).",
+    ]
+    return lines + [""]
+
+
 def _label(group: tuple[str, str, str]) -> str:
     return " / ".join(group)
 
@@ -463,12 +581,13 @@ def write_report(
     configs: Sequence[str | Path] = (),
     plots: bool = True,
     generic: Sequence[str] = (),
+    loss_pairs: Sequence[tuple[str, str]] = (),
 ) -> Path:
     """Write output_dir/report.md, results.json and (plots=True) plots/*.png; return report.md.
 
     `commands`: the exact commands that made the grid; `configs`: config files to link;
     `generic`: the starts not trained on the domain (ImageNet, DINOv2...), which each start is
-    compared with.
+    compared with; `loss_pairs`: (weighted setting, MCLoss setting) names given a paired verdict.
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -485,6 +604,7 @@ def write_report(
         lines += _depth_table(cells, head)
         lines += _hier_table(cells, head)
         lines += _diff_table(cells, head, set(generic))
+        lines += _verdict_table(cells, head, loss_pairs)
     if plots and heads:
         (out / "plots").mkdir(exist_ok=True)
         lines += ["## Plots", ""]

@@ -42,6 +42,7 @@ __all__ = [
     "ensure_export",
     "imagenet_skip_reason",
     "missing_weights_reason",
+    "loss_pairs",
     "run_compare",
     "cli_compare",
 ]
@@ -99,6 +100,28 @@ def cell_config(cfg: CompareConfig, cell: Cell) -> FinetuneConfig:
     start = next(s for s in cfg.starts if s.name == cell.start)
     loss = next(x for x in cfg.losses if x.name == cell.loss)
     return load_config(FinetuneConfig, cfg.base, cell_overrides(cfg, start, loss, cell))
+
+
+def loss_pairs(cfg: CompareConfig) -> list[tuple[str, str]]:
+    """(weighted setting, MCLoss setting) names the report compares: every setting whose cells
+    run loss.name=weighted with every one that runs mcloss and has the same overrides apart from
+    `loss.*` ones (e.g. both with threshold=0.5); [] when the grid lacks either loss."""
+    names: dict[str, list[tuple[str, tuple[str, ...]]]] = {"weighted": [], "mcloss": []}
+    for loss in cfg.losses:
+        first = next(c for c in grid_cells(cfg) if c.loss == loss.name)
+        try:
+            resolved = cell_config(cfg, first).loss.name
+        except ConfigError:
+            continue  # its cells fail and say why
+        if resolved in names:
+            rest = tuple(sorted(o for o in loss.overrides if not o.startswith("loss.")))
+            names[resolved].append((loss.name, rest))
+    return [
+        (w, m)
+        for w, w_rest in names["weighted"]
+        for m, m_rest in names["mcloss"]
+        if w_rest == m_rest
+    ]
 
 
 def ensure_sample(cfg: CompareConfig) -> None:
@@ -374,7 +397,9 @@ def run_compare(
     out = Path(cfg.output_dir)
     cells = _setup(cfg)
     report = dict(
-        commands=_commands(cfg, command), generic=[s.name for s in cfg.starts if s.is_generic]
+        commands=_commands(cfg, command),
+        generic=[s.name for s in cfg.starts if s.is_generic],
+        loss_pairs=loss_pairs(cfg),
     )
     todo = [c for c in select_cells(cells, share) if c.status == "missing"]
     counts = Counter(c.status for c in cells)

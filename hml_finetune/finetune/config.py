@@ -116,13 +116,14 @@ class HeadsConfig:
 
 @dataclass
 class LossConfig:
-    """MCLoss variant: `weighted` adds node weights, `focal` the ensemble-uncertainty weight phi + u^k.
+    """MCLoss variant: `mcloss` (default, bench/results/loss_default.md), `weighted` adds node
+    weights (helps at a fixed threshold only), `focal` the ensemble-uncertainty weight phi + u^k.
 
     scheme/placement/counting/omega define the node weights (see `hml_finetune.hml.losses.NodeWeighting`;
     counting None = 'descendants' for placement 'reference', else 'own').
     """
 
-    name: Literal["mcloss", "weighted", "focal", "weighted_focal"] = "weighted"
+    name: Literal["mcloss", "weighted", "focal", "weighted_focal"] = "mcloss"
     measure: str = "gmu"
     scheme: Literal["class-wise", "binary"] = "class-wise"
     placement: Literal["positive", "negative", "reference"] = "reference"

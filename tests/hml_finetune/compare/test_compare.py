@@ -127,6 +127,9 @@ def test_grid_end_to_end_reports_every_cell_and_resumes(
     assert f"| ssl | {export_file} | {sha} | cls | 2 |" in report  # the weights each start used
     assert "| random | - (random init or the hub) | - | cls | 2 |" in report
     assert "| random | linear | weighted |" in report and "| 1/1 |" in report
+    assert "#### biota: weighted loss vs MCLoss, paired over seeds" in report
+    assert "| ssl | linear | weighted | mcloss | " in report  # one seed: p is 1
+    assert "p 1.000 (1 seeds)" in report
     for head in ("biota", "substrate"):
         for kind in ("depth_scores", "pr", "rare_recall"):
             png = out / "plots" / f"{head}_{kind}.png"
@@ -190,7 +193,7 @@ def grid(tmp: Path, seeds: list[int]) -> CompareConfig:
             "base": str(REPO / "configs/finetune/linear_sample.yaml"),
             "sample": None,
             "starts": [{"name": "random"}],
-            "losses": [{"name": "weighted"}],
+            "losses": [{"name": "mcloss"}],  # the recipe's default loss
             "seeds": seeds,
             "output_dir": str(tmp / "out"),
         },
@@ -216,10 +219,10 @@ def test_report_mean_std_and_interrupted_grid(
     report = (out / "report.md").read_text()
     # AU(PRC) 0.2, 0.4: mean 0.3, sample std sqrt(2 * 0.1^2 / 1) = 0.141; rare recall: seed 0 only
     assert (
-        "| random | linear | weighted | 0.300 ± 0.141 | 0.500 ± 0.000 | 0.250 ± 0.000 | 0.500 | 2/3 |"
+        "| random | linear | mcloss | 0.300 ± 0.141 | 0.500 ± 0.000 | 0.250 ± 0.000 | 0.500 | 2/3 |"
         in report
     )
-    assert "PARTIAL grid" in report and "| random-linear-weighted-s2 | missing |" in report
+    assert "PARTIAL grid" in report and "| random-linear-mcloss-s2 | missing |" in report
     rows = json.loads((out / "results.json").read_text())
     assert [(r["seed"], r["status"], r["head"]) for r in rows] == [
         (0, "done", "substrate"),
@@ -230,7 +233,7 @@ def test_report_mean_std_and_interrupted_grid(
     assert (out / "plots/substrate_rare_recall.png").is_file()
     # hierarchical scores: hop distance 2 and 4, mean 3, sample std sqrt(2) = 1.414
     assert (
-        "| random | linear | weighted (expected-hops) | 0.600 ± 0.000 | 3.000 ± 1.414 | "
+        "| random | linear | mcloss (expected-hops) | 0.600 ± 0.000 | 3.000 ± 1.414 | "
         "1.000 ± 0.000 | 0.200 ± 0.000 | 0.100 ± 0.000 |" in report
     )
     assert rows[1]["hop_distance"] == pytest.approx(4.0) and rows[1]["ece"] == 0.1
@@ -270,7 +273,7 @@ def test_ssl_start_is_pretrained_and_exported_when_missing(tmp_path: Path) -> No
         [
             f"starts=[{{name: byol, weights: {export}, pretrain: {{recipe: {recipe}, "
             f"overrides: [trainer.max_epochs=1], output_dir: {tmp_path / 'byol'}}}}}]",
-            "losses=[{name: weighted}]",
+            "losses=[{name: mcloss}]",
             "seeds=[0]",
             f"output_dir={tmp_path / 'out'}",
         ],
