@@ -59,7 +59,8 @@ def cli_args(s: dict, args: argparse.Namespace) -> list[str]:
     cmd = ["ssl-benthic", "embed", "--weights", s["weights"]]
     if s["model"]:
         cmd += ["--model", s["model"]]
-    cmd += ["--pool", s["pool"], "--shards", str(args.sample / args.query)]
+    cmd += ["--pool", s["pool"], "--img-size", str(args.img_size)]
+    cmd += ["--shards", str(args.sample / args.query)]
     cmd += ["--out", str(args.out / s["name"]), "--knn", str(args.sample / args.bank)]
     return cmd + ["--batch-size", str(args.batch_size), "--device", "cpu", "--overwrite"]
 
@@ -67,7 +68,7 @@ def cli_args(s: dict, args: argparse.Namespace) -> list[str]:
 def run_start(s: dict, args: argparse.Namespace) -> dict:
     """Embed the query split and score kNN against the bank split; timings and rows."""
     t0 = time.perf_counter()
-    start = load_start(s["weights"], None, s["pool"], None, s["model"], 0)
+    start = load_start(s["weights"], None, s["pool"], args.img_size, s["model"], 0)
     t1 = time.perf_counter()
     record = embed(
         ShardSource(args.sample / args.query),
@@ -171,6 +172,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--query", default="test", help="split embedded and scored")
     p.add_argument("--bank", default="train", help="labelled split the kNN votes from")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--img-size", type=int, default=64, help="input size (the sample's)")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "embed_knn")
     p.add_argument("--result", type=Path, default=RESULT)
     p.add_argument(
@@ -210,7 +212,8 @@ def write_result(
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs (shared), torch {torch.__version__},"
         f" {torch.get_num_threads()} threads, CPU. Query: `{args.query}` ({r0['count']} images);"
         f" bank: `{args.bank}` ({r0['bank_images']} images); k = {MONITOR.k}, temperature"
-        f" {MONITOR.temperature} (the pretraining kNN monitor's); batch {args.batch_size}, 64 px."
+        f" {MONITOR.temperature} (the pretraining kNN monitor's); batch {args.batch_size},"
+        f" {args.img_size} px."
         " Exports from bench/foundation_sample.py (see results/foundation_sample.md for their"
         " step budgets). A query class the bank lacks counts as a miss.",
         "",
