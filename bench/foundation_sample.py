@@ -203,8 +203,10 @@ def timing_table(stages: list[tuple[str, float, str]], reference: float) -> str:
         "|---|---|---|---|",
     ]
     for name, secs, note in stages:
-        ratio = secs / reference if reference > 0 else math.nan
-        lines.append(f"| {name} | {secs:.1f} | {ratio:.2f} | {note} |")
+        if math.isnan(secs):  # not run: present already, or reused
+            lines.append(f"| {name} | — | — | {note} |")
+            continue
+        lines.append(f"| {name} | {secs:.1f} | {secs / reference:.2f} | {note} |")
     return "\n".join(lines)
 
 
@@ -212,8 +214,11 @@ def stage_rows(sample_s: float, trained: list[dict], vit_s: float, cmp_s: dict) 
     """(stage, seconds, note) rows in the order they ran."""
     rows = [("make-sample", sample_s, "skipped: present" if math.isnan(sample_s) else "")]
     for t in trained:
-        ips = t["steps"] * t["batch"] / t["pretrain_s"] if t["pretrain_s"] else math.nan
-        note = f"{t['steps']} steps x {t['batch']}, {ips:.1f} images/s"
+        note = f"{t['steps']} steps x {t['batch']}, "
+        if math.isnan(t["pretrain_s"]):
+            note += "reused (--reuse)"
+        else:
+            note += f"{t['steps'] * t['batch'] / t['pretrain_s']:.1f} images/s"
         rows.append((f"pretrain {t['method']}", t["pretrain_s"], note))
         rows.append((f"export {t['method']}", t["export_s"], ""))
     rows.append(("random ViT-Ti: build + import-weights", vit_s, ""))
