@@ -290,7 +290,7 @@ def write_result(
         f" {args.byol_steps} steps; MAE: ViT-Ti/8 at 64 px, {args.mae_steps} steps (batch 64"
         f" each, the sample recipes otherwise). Linear probe {args.linear_epochs} epochs on cached"
         f" features, weighted loss, per-node thresholds, seeds {args.seeds}. Test split."
-        f" Full report: `{report}`.",
+        f" Full report: `{os.path.relpath(report, ROOT)}`.",
         "",
         "Starts: `random_rn18` (ResNet-18, random init drawn from each probe seed), `byol`,"
         f" `random_vitti` (the MAE export's architecture at random init, seed {args.vit_seed},"
