@@ -1,7 +1,7 @@
 """What every `hml-finetune predict` writer shares: the file written beside its destination and
 moved into place when complete (so an interrupted run never leaves half a file under the name a
-tool will read), the context a writer opens with, and the ranking of label codes that write-backs
-suggest. The writers themselves are one file each in `predict/outputs/`, behind its registry.
+tool will read) and the context a writer opens with (write-backs rank their label codes with
+`suggestions.rank_codes`). The writers themselves are one file each in `predict/outputs/`, behind its registry.
 """
 
 from __future__ import annotations
@@ -12,17 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TextIO
 
-from hml_finetune.predict.suggestions import rank_codes
-
 if TYPE_CHECKING:  # the CLI builds --format from the writers: keep the import light
     from hml_finetune.finetune.inference import Finetuned
-    from hml_finetune.hml.hierarchy import Hierarchy
-    from hml_finetune.hml.schemes import Scheme
     from hml_finetune.predict.inputs import Item
     from hml_finetune.predict.labels import HeadPrediction
     from ssl_benthic.data.points.base import PointFormat
 
-__all__ = ["Export", "WriteContext", "Writer", "code_ranking", "place"]
+__all__ = ["Export", "WriteContext", "Writer", "place"]
 
 
 @dataclass(frozen=True)
@@ -82,15 +78,3 @@ class Writer:
     def abort(self) -> None:
         self.fh.close()
         self.tmp.unlink(missing_ok=True)
-
-
-def code_ranking(
-    heads: dict[str, HeadPrediction],
-    label_map: dict[str, dict[str, str]] | None,
-    schemes: dict[str, Scheme],
-    hierarchies: dict[str, Hierarchy],
-) -> list[tuple[str, float]]:
-    """Every label code with the probability that it is the point's label, most probable first
-    (`suggestions.rank_codes`): the codes of the training shards' label map, or without one the
-    classes of the head `label` (CoralNet codes used as labels)."""
-    return rank_codes(heads, label_map, hierarchies, schemes)

@@ -1,7 +1,7 @@
 """`--format coralnet` (for `--coralnet` input): the export written back with machine suggestions,
 ready to import into CoralNet or CoralNet-Toolbox. The file format, both directions, is
-`ssl_benthic.data.points.coralnet`; here the suggestions are ranked (`code_ranking`: the label
-codes of the training shards' label map by node probability) and collected per point.
+`ssl_benthic.data.points.coralnet`; here the suggestions are ranked (`suggestions.rank_codes`: the
+label codes of the training shards' label map by the probability of being the point's label) and collected per point.
 
 Before anything is written, the label map is checked against the model: a code whose path is not
 in its head's scheme (a typo, another scheme; CATAMI, or a scheme file still where training read
@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hml_finetune.hml.schemes import load_scheme
-from hml_finetune.predict.writers import WriteContext, Writer, code_ranking
+from hml_finetune.predict.suggestions import rank_codes
+from hml_finetune.predict.writers import WriteContext, Writer
 from ssl_benthic.core.catami import catami_nodes
 from ssl_benthic.core.errors import ConfigError
 from ssl_benthic.core.paths import sha256_file
@@ -112,7 +113,7 @@ class CoralnetWriter(Writer):
 
     def _codes(self, heads: dict[str, HeadPrediction]) -> list[tuple[str, Any]]:
         f = self.ctx.model
-        return code_ranking(heads, f.meta.get("label_map"), f.schemes, f.hierarchies)[
+        return rank_codes(heads, f.meta.get("label_map"), f.hierarchies, f.schemes)[
             : self.ctx.top_k
         ]
 

@@ -11,8 +11,7 @@ import pytest
 from hml_finetune.hml.hierarchy import Hierarchy
 from hml_finetune.hml.schemes import load_scheme
 from hml_finetune.predict.labels import HeadPrediction
-from hml_finetune.predict.suggestions import label_probabilities, stop_probabilities
-from hml_finetune.predict.writers import code_ranking
+from hml_finetune.predict.suggestions import label_probabilities, rank_codes, stop_probabilities
 
 S, B = "[SUBSTRATE] > Substrate", "[BIOTA] > Biota"
 MARGINALS = {  # exact binary fractions: every score below is exact
@@ -55,7 +54,7 @@ def test_hand_made_export_ranks_codes_by_the_probability_of_being_the_label():
     0.375-0.25=0.125, SPON 0.25; total 1.25, so each is divided by 1.25. The marginal rule would
     put SUBST (0.875) first for every point."""
     heads, hierarchies, schemes = _inputs()
-    ranked = code_ranking(heads, MAP, schemes, hierarchies)
+    ranked = rank_codes(heads, MAP, hierarchies, schemes)
     assert ranked == [
         ("SAND", 0.4),
         ("SPON", 0.2),
