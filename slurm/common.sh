@@ -15,7 +15,9 @@
 # last.ckpt on SIGTERM (preemption, scancel --signal=TERM, or --signal=TERM@N before the time limit),
 # and say so in a file on the first node ($SSL_BENTHIC_INTERRUPTED; task 0 runs there). The batch
 # shell then requeues the job (same job id, same run folder) and the requeued job resumes with
-# --resume last. Any other failure (a bad config: 2, a bug: 1) ends the job, not requeued.
+# --resume last. Any other failure (a bad config: 2, a bug: 1) ends the job, not requeued, with the
+# status of the task that failed first (it writes it to $SSL_BENTHIC_FAILED): srun's own status is
+# the highest of its tasks', 143 for a peer that srun killed after the first failure.
 
 SSL_BENTHIC_REPO=${SSL_BENTHIC_REPO:-${SLURM_SUBMIT_DIR:-$PWD}}
 SSL_BENTHIC_PYTHON=${SSL_BENTHIC_PYTHON:-$SSL_BENTHIC_REPO/.venv/bin/python}
@@ -64,7 +66,8 @@ ssl_benthic_srun() {
   # after another failed), or when a SIGTERM reached this shell (preemption); exit with the status
   local terminated=0 status
   export SSL_BENTHIC_INTERRUPTED=${TMPDIR:-/tmp}/ssl-benthic-interrupted-${SLURM_JOB_ID}
-  rm -f "$SSL_BENTHIC_INTERRUPTED"
+  export SSL_BENTHIC_FAILED=${TMPDIR:-/tmp}/ssl-benthic-failed-${SLURM_JOB_ID}
+  rm -f "$SSL_BENTHIC_INTERRUPTED" "$SSL_BENTHIC_FAILED"
   trap 'terminated=1' TERM
   srun --kill-on-bad-exit=1 "$@" &
   local pid=$!
@@ -77,6 +80,9 @@ ssl_benthic_srun() {
     rm -f "$SSL_BENTHIC_INTERRUPTED"
     echo "[slurm] interrupted (status $status) at $(date +%FT%T): requeueing job $SLURM_JOB_ID"
     scontrol requeue "$SLURM_JOB_ID" || echo "[slurm] scontrol requeue failed (already requeued by SLURM?)"
+  elif [[ $status -ne 0 && -s $SSL_BENTHIC_FAILED ]]; then
+    status=$(<"$SSL_BENTHIC_FAILED")  # the first failure's own status
   fi
+  rm -f "$SSL_BENTHIC_FAILED"
   exit "$status"
 }

@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 DEBUG_ENV = "SSL_BENTHIC_DEBUG"
 INTERRUPTED_ENV = "SSL_BENTHIC_INTERRUPTED"  # a file to create when a run stops on SIGTERM
+FAILED_ENV = "SSL_BENTHIC_FAILED"  # a file to hold the exit status of the first task that failed
 
 
 def quiet_upstream() -> None:
@@ -107,17 +108,17 @@ def _report(exc: Exception) -> int:
         return EXIT_INTERRUPTED
     if isinstance(exc, UserError):
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _mark_failed(2)
     if isinstance(exc, OSError):  # a missing file, a permission, a full disk: not a bug
         where = f"{exc.filename}: " if exc.filename is not None else ""
         print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
-        return 2
+        return _mark_failed(2)
     print(
         f"error: {type(exc).__name__}: {exc} (an internal error: rerun with --debug for the "
         "traceback and report it)",
         file=sys.stderr,
     )
-    return 1
+    return _mark_failed(1)
 
 
 def _mark_interrupted() -> None:
@@ -127,6 +128,17 @@ def _mark_interrupted() -> None:
     if path:
         with contextlib.suppress(OSError):
             Path(path).touch()
+
+
+def _mark_failed(status: int) -> int:
+    """Write `status` to the file $SSL_BENTHIC_FAILED names, when set and not yet written: the sbatch
+    scripts exit with the status of the task that failed first, not srun's highest (143 for a peer
+    task srun killed after that failure). Returns `status`."""
+    path = os.environ.get(FAILED_ENV)
+    if path:
+        with contextlib.suppress(OSError), open(path, "x") as f:  # "x": the first writer wins
+            f.write(f"{status}\n")
+    return status
 
 
 def split_debug(argv: Sequence[str] | None) -> tuple[list[str], bool]:

@@ -22,7 +22,10 @@ def _common(tmp_path: Path, body: str, **env: str) -> subprocess.CompletedProces
     """Run `body` after sourcing common.sh, with stub srun (exit $SRUN_STATUS) and scontrol."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
-    srun = '#!/bin/bash\necho "srun $*"\n[[ -n $MARK ]] && touch "$SSL_BENTHIC_INTERRUPTED"\n'
+    srun = (
+        '#!/bin/bash\necho "srun $*"\n[[ -n $MARK ]] && touch "$SSL_BENTHIC_INTERRUPTED"\n'
+        '[[ -n $FIRST_FAILURE ]] && echo "$FIRST_FAILURE" > "$SSL_BENTHIC_FAILED"\n'
+    )
     (bin_dir / "srun").write_text(srun + "exit ${SRUN_STATUS:-0}\n")
     (bin_dir / "scontrol").write_text('#!/bin/bash\necho "scontrol $*"\n')
     for stub in bin_dir.iterdir():
@@ -73,3 +76,11 @@ def test_only_a_run_that_saved_on_sigterm_is_requeued(tmp_path, status, saved, r
     assert done.returncode == status
     assert ("scontrol requeue 42" in done.stdout) == requeued
     assert not (tmp_path / "ssl-benthic-interrupted-42").exists()
+
+
+def test_a_failed_job_exits_with_the_first_failure_not_srun_highest(tmp_path):
+    """Rank 0 fails on a bad config (2); srun kills its peer (143) and reports 143."""
+    done = _common(tmp_path, "ssl_benthic_srun python -m x", SRUN_STATUS="143", FIRST_FAILURE="2")
+    assert done.returncode == 2
+    assert "scontrol requeue" not in done.stdout
+    assert not (tmp_path / "ssl-benthic-failed-42").exists()
