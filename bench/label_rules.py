@@ -7,8 +7,11 @@ set; the table says where it is better. Thresholds are tuned per node on validat
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/label_rules.py [--seeds 0,1,2] [--ssl-export DIR]
         [--hmc-dir DIR] [--hmc-datasets spo_FUN,cellcycle_FUN] [--hmc-epochs N]
+        [--no-sample] [--merge]
 
-Without --hmc-dir (or HMC_DATA_DIR) only the sample runs. Writes bench/results/label_rules.md.
+Without --hmc-dir (or HMC_DATA_DIR) only the sample runs (--no-sample: only HMC). Writes
+bench/results/label_rules.md and .jsonl (one row per set, start, seed); --merge keeps the .jsonl's
+rows of the sets this run does not make, so runs split over processes make one table.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hml_finetune.compare.report import sign_flip_p
 from hml_finetune.finetune.config import FinetuneConfig
 from hml_finetune.finetune.train import run_finetune
 from hml_finetune.hmc.run import HMCSettings, load_splits, train_mask, train_model
@@ -37,6 +41,7 @@ from ssl_benthic.data.sample.make_sample import make_sample
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "configs/finetune/linear_sample.yaml"
 COLUMNS = ["h_f1", "ece_uncalibrated", "ece"]
+FUNCAT = "cellcycle_FUN,derisi_FUN,eisen_FUN,gasch1_FUN,gasch2_FUN,seq_FUN,spo_FUN"
 
 
 def sample_rows(seeds: list[int], export: str | None, work: Path) -> list[dict]:
@@ -100,7 +105,7 @@ def summarise(rows: list[dict]) -> list[str]:
         ["set", "start", "n"]
         + [f"hops {r}" for r in LABEL_RULES]
         + COLUMNS
-        + ["default vs threshold"]
+        + ["default vs threshold", "p"]
     )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     groups: dict[tuple, list[dict]] = {}
@@ -115,6 +120,7 @@ def summarise(rows: list[dict]) -> list[str]:
         hops = [r["hop_distance_by_rule"] for r in rs]
         diff = [d["expected-hops"] - d["threshold"] for d in hops if "expected-hops" in d]
         cells.append(_mean_std(diff, signed=True) if diff else "DAG: threshold")
+        cells.append(f"{sign_flip_p(diff):.3f}" if diff else "—")
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -131,28 +137,48 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--ssl-export", help="a stage-1 export to probe beside random init")
     parser.add_argument("--hmc-dir", default=os.environ.get("HMC_DATA_DIR"))
-    parser.add_argument("--hmc-datasets", default="spo_FUN,cellcycle_FUN")
+    parser.add_argument("--hmc-datasets", default=FUNCAT, help="default: the 7 FunCat sets")
     parser.add_argument("--hmc-epochs", type=int, help="override the protocol's epochs (faster)")
+    parser.add_argument("--no-sample", action="store_true", help="only the HMC sets")
+    parser.add_argument("--merge", action="store_true", help="keep the .jsonl's other sets' rows")
     parser.add_argument("--out", default=str(ROOT / "bench/results/label_rules.md"))
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    with tempfile.TemporaryDirectory() as tmp:
-        rows = sample_rows(seeds, args.ssl_export, Path(tmp))
+    rows = []
+    if not args.no_sample:
+        with tempfile.TemporaryDirectory() as tmp:
+            rows += sample_rows(seeds, args.ssl_export, Path(tmp))
     if args.hmc_dir:
         for ds in args.hmc_datasets.split(","):
             rows += [hmc_row(args.hmc_dir, ds, s, args.hmc_epochs) for s in seeds]
+    jsonl = Path(args.out).with_suffix(".jsonl")
+    if args.merge and jsonl.is_file():
+        made = {_family(r["set"]) for r in rows}
+        kept = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
+        rows = [r for r in kept if _family(r["set"]) not in made] + rows
+    write_results(rows, Path(args.out), " ".join(["python", *sys.argv]))
+
+
+def _family(name: str) -> str:
+    """The unit a run remakes: `sample` (all its heads) or one HMC set."""
+    return "sample" if name.startswith("sample/") else name
+
+
+def write_results(rows: list[dict], out: Path, command: str) -> None:
+    """The markdown table (printed too) and the rows as JSON lines beside it."""
     lines = [
         "# Label rules and calibration (`bench/label_rules.py`)",
         "",
-        f"command: `{' '.join(['python', *sys.argv])}`; hops: mean hop distance of each rule's label "
-        "(lower is better); ECE over known node marginals, before (uncalibrated) and after temperature; "
-        "last column: expected-hops minus threshold (negative: the default is better).",
+        f"command: `{command}`; hops: mean hop distance of each rule's label "
+        "(lower is better); ECE over known node marginals, before (uncalibrated) and after "
+        "temperature; `default vs threshold`: expected-hops minus threshold per seed, mean ± std "
+        "(negative: the default is better), and `p` its two-sided sign-flip p over seeds.",
         "",
         *summarise(rows),
     ]
     print("\n".join(lines))
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    Path(args.out).with_suffix(".jsonl").write_text(
+    out.write_text("\n".join(lines) + "\n")
+    out.with_suffix(".jsonl").write_text(
         "".join(
             json.dumps({k: v for k, v in r.items() if "reliability" not in k}) + "\n" for r in rows
         )

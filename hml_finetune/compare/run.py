@@ -126,7 +126,9 @@ def loss_pairs(cfg: CompareConfig) -> list[tuple[str, str]]:
 
 def ensure_sample(cfg: CompareConfig) -> None:
     """Create the sample shards with `make_sample(sample, **sample_kwargs)` unless they exist; a
-    folder that holds anything but the sample (e.g. one's own split folders) is refused untouched."""
+    folder that holds anything but the sample (e.g. one's own split folders) is refused untouched.
+    Under a lock beside the folder (`.NAME.lock`): the tasks of an array draw it once, and none
+    replaces the sample under another that already reads it."""
     if cfg.sample is None:
         return
     folder = Path(cfg.sample)
@@ -145,8 +147,11 @@ def ensure_sample(cfg: CompareConfig) -> None:
         raise ConfigError(
             f"sample_kwargs: unknown key(s) {wrong}; make_sample takes {sorted(allowed)}"
         )
-    print(f"[compare] creating the sample shards in {cfg.sample}")
-    make_sample(cfg.sample, **cfg.sample_kwargs)
+    with file_lock(folder.parent / f".{folder.name}.lock"):
+        if _is_sample(folder):  # another task drew it while this one waited
+            return
+        print(f"[compare] creating the sample shards in {cfg.sample}")
+        make_sample(cfg.sample, **cfg.sample_kwargs)
 
 
 def _is_sample(folder: Path) -> bool:

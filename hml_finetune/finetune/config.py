@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from hml_finetune.hml.loss_names import MEASURES
+from hml_finetune.hml.loss_names import MEASURES, LossName
 from ssl_benthic.core.catami import HEADS
 from ssl_benthic.core.trainer_config import SharedTrainerConfig
 
@@ -123,7 +123,7 @@ class LossConfig:
     counting None = 'descendants' for placement 'reference', else 'own').
     """
 
-    name: Literal["mcloss", "weighted", "focal", "weighted_focal"] = "mcloss"
+    name: LossName = "mcloss"
     measure: str = "gmu"
     scheme: Literal["class-wise", "binary"] = "class-wise"
     placement: Literal["positive", "negative", "reference"] = "reference"

@@ -7,9 +7,12 @@ equal).
 
 from __future__ import annotations
 
-__all__ = ["LOSSES", "MEASURES"]
+from typing import Literal, get_args
 
-LOSSES = ("mcloss", "weighted", "focal", "weighted_focal")
+__all__ = ["LOSSES", "MEASURES", "LossName"]
+
+LossName = Literal["mcloss", "weighted", "focal", "weighted_focal"]  # the recipe's `loss.name`
+LOSSES: tuple[str, ...] = get_args(LossName)
 MEASURES = (
     "predictive",
     "aleatoric",

@@ -3,8 +3,11 @@ export, a skipped ImageNet start), resume, interruption, and the report's mean +
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
+import multiprocessing as mp
 import os
 import time
 from pathlib import Path
@@ -255,6 +258,35 @@ def test_config_errors_name_the_problem(tmp_path: Path) -> None:
     cfg.sample, cfg.sample_kwargs = str(tmp_path / "s"), {"n_images": 3}
     with pytest.raises(ConfigError, match="sample_kwargs: unknown key.*n_images"):
         compare.ensure_sample(cfg)
+
+
+def _ensure_sample_after(barrier: Any, cfg: CompareConfig, log: Path) -> None:
+    """In a child process: wait for the other, then make the sample, logging what it printed."""
+    barrier.wait()
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        compare.ensure_sample(cfg)
+    log.write_text(out.getvalue())
+
+
+def test_two_tasks_draw_the_sample_once(tmp_path: Path) -> None:
+    """Two array tasks start together on a missing sample: one draws it, the other waits and uses
+    it (without the lock both draw, and the second replaces the first's under it)."""
+    cfg = grid(tmp_path, [0])
+    cfg.sample = str(tmp_path / "sample")
+    cfg.sample_kwargs = {"n_unlabelled": 20, "n_labelled": 60, "size": 16}
+    ctx = mp.get_context("fork")
+    barrier = ctx.Barrier(2)
+    logs = [tmp_path / f"task{i}.log" for i in range(2)]
+    tasks = [ctx.Process(target=_ensure_sample_after, args=(barrier, cfg, log)) for log in logs]
+    for t in tasks:
+        t.start()
+    for t in tasks:
+        t.join(120)
+    assert [t.exitcode for t in tasks] == [0, 0]
+    assert sum("creating the sample" in log.read_text() for log in logs) == 1
+    assert compare._is_sample(Path(cfg.sample))
+    assert not [p for p in tmp_path.iterdir() if ".partial" in p.name or ".old" in p.name]
 
 
 def test_ssl_start_is_pretrained_and_exported_when_missing(tmp_path: Path) -> None:
