@@ -21,7 +21,7 @@ from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from ssl_benthic.core.checkpoints import SaveOnSigterm, fit_or_interrupt
 
-__all__ = ["make_trainer", "fit", "slurm_plugins", "Throughput"]
+__all__ = ["make_trainer", "fit", "slurm_plugins", "quiet_srun_notice", "Throughput"]
 
 
 def make_trainer(
@@ -41,20 +41,27 @@ def make_trainer(
     if tensorboard:
         loggers.append(TensorBoardLogger(out, name="tensorboard"))
     standard = [LearningRateMonitor(logging_interval="step"), Throughput()]
-    with warnings.catch_warnings():
-        if "SLURM_JOB_ID" not in os.environ:  # Lightning's notice that srun is installed: not news
-            warnings.filterwarnings("ignore", message=r"The `srun` command is available on your")
-        # SaveOnSigterm last: Lightning moves checkpoint callbacks to the end, keeping their order
-        return pl.Trainer(
-            callbacks=[*standard, *callbacks, checkpoint, SaveOnSigterm(out)],
-            plugins=slurm_plugins(),
-            logger=loggers or False,
-            default_root_dir=str(out),
-            use_distributed_sampler=False,
-            limit_val_batches=0,
-            num_sanity_val_steps=0,
-            **trainer_kwargs,
-        )
+    quiet_srun_notice()
+    # SaveOnSigterm last: Lightning moves checkpoint callbacks to the end, keeping their order
+    return pl.Trainer(
+        callbacks=[*standard, *callbacks, checkpoint, SaveOnSigterm(out)],
+        plugins=slurm_plugins(),
+        logger=loggers or False,
+        default_root_dir=str(out),
+        use_distributed_sampler=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        **trainer_kwargs,
+    )
+
+
+def quiet_srun_notice() -> None:
+    """Outside a SLURM job, ignore Lightning's notice that `srun` is installed but unused, for the
+    rest of the process: Lightning checks at Trainer init and again at each fit/test without a
+    checkpoint path (`SLURMEnvironment.detect`), and on a machine with SLURM it is not news. Inside a
+    job the notice stays: there a run started without srun is likely a mistake."""
+    if "SLURM_JOB_ID" not in os.environ:
+        warnings.filterwarnings("ignore", message=r"The `srun` command is available on your")
 
 
 def slurm_plugins() -> list[Any]:

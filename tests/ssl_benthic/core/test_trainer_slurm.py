@@ -25,6 +25,7 @@ def _trainer(tmp_path, monkeypatch, **env: str):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer = make_trainer(tmp_path, ckpt, csv=False, accelerator="cpu", devices=1)
+        SLURMEnvironment.detect()  # as fit and test do again when given no checkpoint path
     return trainer, [str(w.message) for w in caught if "srun" in str(w.message)]
 
 
