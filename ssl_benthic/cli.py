@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ssl_benthic.core.errors import EXIT_INTERRUPTED, Interrupted, Terminated, UserError
+from ssl_benthic.core.signals import sigterm_raises
 from ssl_benthic.data.sample.command import add_make_sample, add_make_survey
 from ssl_benthic.data.shards.command import add_summary, add_verify_shards
 from ssl_benthic.data.sources.command import add_make_shards
@@ -72,8 +73,9 @@ def run_handler(args: argparse.Namespace, debug: bool = False) -> int:
     """Import `module:function` named by the sub-command and call it with the parsed arguments.
 
     Bad input (`UserError`, a missing or unreadable file) prints one line and returns 2; an
-    interrupted run prints how to resume and returns 143; anything else prints one line and
-    returns 1. `debug` (or SSL_BENTHIC_DEBUG=1) lets the exception through with its traceback.
+    interrupted run prints how to resume and returns 143 (a SIGTERM outside a training loop too:
+    `sigterm_raises`); anything else prints one line and returns 1. `debug` (or
+    SSL_BENTHIC_DEBUG=1) lets the exception through with its traceback.
     """
     debug = debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     module_name, func_name = args.handler.split(":")
@@ -83,7 +85,8 @@ def run_handler(args: argparse.Namespace, debug: bool = False) -> int:
         warnings.formatwarning = _one_line_warning
     try:
         func = getattr(importlib.import_module(module_name), func_name)
-        return int(func(args) or 0)
+        with sigterm_raises():
+            return int(func(args) or 0)
     except Exception as exc:
         if debug:
             raise
@@ -93,6 +96,7 @@ def run_handler(args: argparse.Namespace, debug: bool = False) -> int:
             raise
         if isinstance(exc, Terminated):
             print(f"interrupted by SIGTERM{': ' + exc.kept if exc.kept else ''}", file=sys.stderr)
+            _mark_interrupted()  # resumable from its last checkpoint, if any: requeue
             return EXIT_INTERRUPTED
         print("interrupted (Ctrl-C)", file=sys.stderr)
         return 130

@@ -12,7 +12,8 @@ import re
 import shutil
 import signal
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -22,7 +23,7 @@ import torch
 from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from ssl_benthic.core.errors import ConfigError, Interrupted
+from ssl_benthic.core.errors import ConfigError, Interrupted, Terminated
 
 __all__ = [
     "CHECKPOINTS",
@@ -94,10 +95,25 @@ class SaveOnSigterm(Checkpoint):
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         self.received = True
 
+    @contextmanager
+    def flagging(self) -> Iterator[None]:
+        """Around the whole fit: SIGTERM only sets the flag (from before the process group is
+        up to after teardown). Lightning's own handler, installed inside fit, calls the one it
+        finds: this flag, not one that raises (`core.signals.sigterm_raises`; a KeyboardInterrupt
+        inside fit becomes Lightning's exit 1, a failure, not an interruption)."""
+        self.received, self.saved_step = False, None
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        outer = signal.signal(signal.SIGTERM, self._on_sigterm)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, outer)
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # after Lightning's own handler (installed at the start of fit, with a broadcast in it);
-        # Lightning puts the handler from before fit back when fit ends
-        self.received, self.saved_step = False, None
+        # Lightning puts the handler from before (this flag) back when fit ends
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
 
@@ -133,14 +149,21 @@ class SaveOnSigterm(Checkpoint):
 
 def fit_or_interrupt(trainer: pl.Trainer, guard: SaveOnSigterm, **fit_kwargs: Any) -> None:
     """`trainer.fit(**fit_kwargs)`; on SIGTERM raise `Interrupted` naming the checkpoint saved
-    (Lightning's SIGTERMException is a SystemExit with status 0: a preempted job looked finished)."""
-    try:
-        trainer.fit(**fit_kwargs)
-    except SIGTERMException:
-        raise Interrupted(
-            f"interrupted by SIGTERM at step {guard.saved_step}: saved {guard.path}; "
-            "resume with the same command and --resume last"
-        ) from None
+    (Lightning's SIGTERMException is a SystemExit with status 0: a preempted job looked finished),
+    or, for a SIGTERM that came after the last step, `Terminated` once the fit has ended (its
+    last.ckpt is the finished state: a resume goes on to what follows the fit)."""
+    with guard.flagging():
+        try:
+            trainer.fit(**fit_kwargs)
+        except SIGTERMException:
+            raise Interrupted(
+                f"interrupted by SIGTERM at step {guard.saved_step}: saved {guard.path}; "
+                "resume with the same command and --resume last"
+            ) from None
+    if guard.received:
+        late = Terminated()
+        late.kept = f"after the last step; {guard.path} holds the trained state (--resume last)"
+        raise late
 
 
 def _checkpoints(folder: Path) -> list[Path]:

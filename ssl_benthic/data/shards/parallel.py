@@ -15,13 +15,10 @@ import multiprocessing
 import signal
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from itertools import islice
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from ssl_benthic.core.errors import Terminated
-
-__all__ = ["AHEAD", "ordered_map", "sigterm_raises"]
+__all__ = ["AHEAD", "ordered_map"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -42,24 +39,9 @@ def _run_chunk(fn: Callable[[T], R], chunk: list[T]) -> list[R]:
 
 def _ignore_sigint() -> None:
     """Workers leave Ctrl-C to the parent, which stops them (the pool is terminated), and die
-    quietly on SIGTERM (the default action; a forked worker would inherit `sigterm_raises`)."""
+    quietly on SIGTERM (the default action; a forked worker would inherit `core.signals.sigterm_raises`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated()
-
-
-@contextmanager
-def sigterm_raises() -> Iterator[None]:
-    """Within the block, SIGTERM raises `Terminated` in the main thread (unwound like Ctrl-C:
-    workers stopped, finished shards kept for --resume) instead of killing the process unseen."""
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _context() -> multiprocessing.context.BaseContext:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from ssl_benthic.data.csv_rows import DEFAULT_ENCODING
 from ssl_benthic.data.points import chosen_format, format_flags, refuse_unused_flags
-from ssl_benthic.data.shards.parallel import sigterm_raises
 from ssl_benthic.data.shards.verify import cli_verify_shards
 from ssl_benthic.data.sources.point_shards import make_point_shards
 from ssl_benthic.data.sources.tables import (
@@ -126,8 +125,7 @@ def _print_written(manifest: dict, out: str) -> None:
 def cli_make_shards(args: argparse.Namespace) -> int:
     """`ssl-benthic make-shards`: shard a CSV, a folder tree or a point export, report what was
     skipped, verify. Exit 0; 1 when verification fails, or with `--strict` when an image was skipped."""
-    with sigterm_raises():  # a SIGTERM stops the workers and keeps finished shards, as Ctrl-C
-        manifest = _make(args)
+    manifest = _make(args)  # a SIGTERM (the CLI's `sigterm_raises`) stops it as Ctrl-C does
     _print_written(manifest, args.out)
     _print_skips(manifest["source"])
     workers = args.workers

@@ -15,7 +15,9 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader, TensorDataset
 
 from ssl_benthic.core.checkpoints import RunCheckpoint, SaveOnSigterm, checkpoint_dir
-from ssl_benthic.core.trainer import make_trainer
+from ssl_benthic.core.errors import Interrupted, Terminated
+from ssl_benthic.core.signals import sigterm_raises
+from ssl_benthic.core.trainer import fit, make_trainer
 
 
 class Tiny(pl.LightningModule):
@@ -110,3 +112,54 @@ def test_pickles_without_its_handler_and_is_the_last_callback(tmp_path):
     trainer = make_trainer(tmp_path, checkpoint, csv=False, callbacks=[Ranks(None, None)])
     assert isinstance(trainer.callbacks[-1], SaveOnSigterm)
     assert trainer.callbacks[-2] is checkpoint
+
+
+class SigtermAt(pl.Callback):
+    """Sends this process a SIGTERM from one hook: `setup` (before the fit's first step, before
+    Lightning installs its handler) or `on_train_end` (after the last step)."""
+
+    def __init__(self, hook: str) -> None:
+        self.hook = hook
+
+    def setup(self, trainer, pl_module, stage) -> None:
+        if self.hook == "setup":
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.hook == "on_train_end":
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _fit_under_the_cli(tmp_path, hook: str) -> None:
+    """`core.trainer.fit` as the CLI runs it: with SIGTERM raising outside the fit."""
+    checkpoint = RunCheckpoint(dirpath=checkpoint_dir(tmp_path), filename="last", monitor=None)
+    trainer = make_trainer(
+        tmp_path,
+        checkpoint,
+        callbacks=[SigtermAt(hook)],
+        max_steps=12,
+        accelerator="cpu",
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    with sigterm_raises():
+        fit(trainer, model=Tiny())
+
+
+def test_a_sigterm_before_the_first_step_stops_after_it_not_as_a_failure(tmp_path):
+    """Raised inside the fit, the CLI's Terminated would become Lightning's exit 1 (a failure,
+    not requeued); for the whole fit a SIGTERM only sets the flag, and the first step stops it."""
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted, match="at step 1"):
+        _fit_under_the_cli(tmp_path, "setup")
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 1
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_a_sigterm_after_the_last_step_is_raised_once_the_fit_ends(tmp_path):
+    with pytest.raises(Terminated) as caught:
+        _fit_under_the_cli(tmp_path, "on_train_end")
+    assert "after the last step" in caught.value.kept
+    assert (
+        torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 12
+    )
