@@ -39,6 +39,7 @@ from hml_finetune.hml.hierarchical_metrics import hierarchical_scores
 from hml_finetune.hml.hierarchy import Hierarchy
 from hml_finetune.hml.label_rules import coherent_sets
 from hml_finetune.hml.metrics import eval_columns, evaluate, prf, stat_counts
+from ssl_benthic.core.files import write_atomic
 
 RARE_FREQ = 0.05
 PR_POINTS = 200
@@ -376,10 +377,11 @@ def _hierarchical_lines(heads: dict[str, Any]) -> list[str]:
 
 
 def write_metrics(result: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
-    """Write out_dir/metrics.json (strict JSON: NaN -> null) and out_dir/metrics.md."""
+    """Write out_dir/metrics.md, then out_dir/metrics.json (strict JSON: NaN -> null), each whole
+    (`write_atomic`): metrics.json, what says a run finished, exists only complete and last."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     js, md = out / "metrics.json", out / "metrics.md"
-    js.write_text(json.dumps(json_safe(result), indent=2) + "\n")
-    md.write_text(metrics_markdown(result))
+    write_atomic(md, metrics_markdown(result))
+    write_atomic(js, json.dumps(json_safe(result), indent=2) + "\n")
     return js, md

@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 import yaml
 
 from ssl_benthic.core.errors import ConfigError
+from ssl_benthic.core.files import write_atomic
 
 T = TypeVar("T")
 
@@ -229,8 +230,7 @@ def save_config(cfg: Any, path: str | Path) -> Path:
     """Write the resolved config as YAML (the file that reproduces a run)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    return path
+    return write_atomic(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 def dataclass_keys(cls: type) -> list[str]:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ssl_benthic.core.errors import UserError
+from ssl_benthic.core.files import write_atomic
 from ssl_benthic.core.paths import sha256_file
 
 __all__ = ["PARTIAL", "OUTPUTS", "ChunkStore", "index_csv"]
@@ -29,12 +30,6 @@ __all__ = ["PARTIAL", "OUTPUTS", "ChunkStore", "index_csv"]
 PARTIAL = ".embed-partial"
 OUTPUTS = ("features.npy", "index.csv", "embed.json", "knn.json")
 DTYPES = ("float16", "float32")
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _json_bytes(value: Any) -> bytes:
@@ -78,7 +73,7 @@ class ChunkStore:
             )
         shutil.rmtree(self.partial, ignore_errors=True)  # ours: made by an earlier embed
         self.partial.mkdir(parents=True)
-        _atomic_bytes(saved, _json_bytes(self.settings))
+        write_atomic(saved, _json_bytes(self.settings))
         return 0
 
     def _finished(self) -> int:
@@ -92,8 +87,8 @@ class ChunkStore:
         assert features.shape[0] == len(rows)
         buf = io.BytesIO()
         np.save(buf, np.ascontiguousarray(features, dtype=np.float32))
-        _atomic_bytes(self.partial / f"chunk-{n:06d}.npy", buf.getvalue())
-        _atomic_bytes(
+        write_atomic(self.partial / f"chunk-{n:06d}.npy", buf.getvalue())
+        write_atomic(
             self.partial / f"chunk-{n:06d}.json", _json_bytes({"rows": rows, "skipped": skipped})
         )
 
@@ -122,7 +117,7 @@ class ChunkStore:
         array.flush()
         del array
         os.replace(tmp, features)
-        _atomic_bytes(self.out / "index.csv", index_csv(rows))
+        write_atomic(self.out / "index.csv", index_csv(rows))
         (self.out / "knn.json").unlink(missing_ok=True)  # it belonged to the replaced embedding
         final = {
             **record,
@@ -132,7 +127,7 @@ class ChunkStore:
             "features_sha256": sha256_file(features),
             "index_sha256": sha256_file(self.out / "index.csv"),
         }
-        _atomic_bytes(self.out / "embed.json", _json_bytes(final))
+        write_atomic(self.out / "embed.json", _json_bytes(final))
         shutil.rmtree(self.partial)
         return final
 
