@@ -12,8 +12,8 @@ import re
 import shutil
 import signal
 import threading
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -24,6 +24,7 @@ from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from ssl_benthic.core.errors import ConfigError, Interrupted, Terminated
+from ssl_benthic.core.signals import on_sigterm
 
 __all__ = [
     "CHECKPOINTS",
@@ -95,21 +96,13 @@ class SaveOnSigterm(Checkpoint):
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         self.received = True
 
-    @contextmanager
-    def flagging(self) -> Iterator[None]:
+    def flagging(self) -> AbstractContextManager[None]:
         """Around the whole fit: SIGTERM only sets the flag (from before the process group is
         up to after teardown). Lightning's own handler, installed inside fit, calls the one it
         finds: this flag, not one that raises (`core.signals.sigterm_raises`; a KeyboardInterrupt
         inside fit becomes Lightning's exit 1, a failure, not an interruption)."""
         self.received, self.saved_step = False, None
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        outer = signal.signal(signal.SIGTERM, self._on_sigterm)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGTERM, outer)
+        return on_sigterm(self._on_sigterm)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # after Lightning's own handler (installed at the start of fit, with a broadcast in it);

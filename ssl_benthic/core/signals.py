@@ -13,28 +13,35 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from types import FrameType
 
 from ssl_benthic.core.errors import Terminated
 
-__all__ = ["sigterm_raises"]
+__all__ = ["on_sigterm", "sigterm_raises"]
+
+Handler = Callable[[int, FrameType | None], None]
+
+
+@contextmanager
+def on_sigterm(handler: Handler) -> Iterator[None]:
+    """Within the block, SIGTERM calls `handler` (the handler from before comes back after it);
+    outside the main thread, where no handler can be set, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise Terminated()
 
 
-@contextmanager
-def sigterm_raises() -> Iterator[None]:
-    """Within the block, SIGTERM raises `Terminated` in the main thread (the handler from before
-    comes back after it); outside the main thread, where no handler can be set, nothing changes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+def sigterm_raises() -> AbstractContextManager[None]:
+    """Within the block, SIGTERM raises `Terminated` in the main thread."""
+    return on_sigterm(_raise_terminated)
