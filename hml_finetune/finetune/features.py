@@ -21,6 +21,7 @@ from torch import nn
 from hml_finetune.finetune.config import BackboneConfig, FinetuneConfig
 from hml_finetune.finetune.model import autocast, image_transform
 from ssl_benthic.core.errors import DataError
+from ssl_benthic.core.files import write_atomic
 from ssl_benthic.data.shards.reader import iter_samples
 from ssl_benthic.weights.backbones import read_export
 
@@ -113,9 +114,8 @@ def cached_features(
     path.parent.mkdir(parents=True, exist_ok=True)
     # each file written whole then renamed: processes sharing the cache (a job array) never read
     # a half-written one; the features file last, as it marks the entry complete
+    write_atomic(path.with_suffix(".json"), json.dumps(keys))
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(keys))
-    os.replace(tmp, path.with_suffix(".json"))
     save_file({"features": feats.contiguous()}, str(tmp))
     os.replace(tmp, path)
     return feats, keys
