@@ -1,7 +1,8 @@
 """What every `hml-finetune predict` writer shares: the file written beside its destination and
 moved into place when complete (so an interrupted run never leaves half a file under the name a
 tool will read) and the context a writer opens with (write-backs rank their label codes with
-`suggestions.rank_codes`). The writers themselves are one file each in `predict/outputs/`, behind its registry.
+`suggestions.rank_codes`). The writers themselves are one file each in `predict/outputs/`, behind
+its registry.
 """
 
 from __future__ import annotations

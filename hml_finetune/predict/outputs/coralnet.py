@@ -1,7 +1,8 @@
 """`--format coralnet` (for `--coralnet` input): the export written back with machine suggestions,
 ready to import into CoralNet or CoralNet-Toolbox. The file format, both directions, is
 `ssl_benthic.data.points.coralnet`; here the suggestions are ranked (`suggestions.rank_codes`: the
-label codes of the training shards' label map by the probability of being the point's label) and collected per point.
+label codes of the training shards' label map by the probability of being the point's label) and
+collected per point.
 
 Before anything is written, the label map is checked against the model: a code whose path is not
 in its head's scheme (a typo, another scheme; CATAMI, or a scheme file still where training read

@@ -39,7 +39,8 @@ def _run_chunk(fn: Callable[[T], R], chunk: list[T]) -> list[R]:
 
 def _ignore_sigint() -> None:
     """Workers leave Ctrl-C to the parent, which stops them (the pool is terminated), and die
-    quietly on SIGTERM (the default action; a forked worker would inherit `core.signals.sigterm_raises`)."""
+    quietly on SIGTERM (the default action; a forked worker would inherit the parent's
+    `core.signals.sigterm_raises`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
